@@ -1,0 +1,1 @@
+//! Model families on candle behind the engine's `ModelExecutor` seam.
