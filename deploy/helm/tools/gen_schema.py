@@ -70,7 +70,11 @@ POOL = strict(
 
 PROBE = {"type": ["object", "null"]}
 
-schema = {
+def build():
+    return SCHEMA
+
+
+SCHEMA = {
     "$schema": "http://json-schema.org/draft-07/schema#",
     "title": "adaptive chart values",
     "type": "object",
@@ -237,6 +241,13 @@ schema = {
     },
 }
 
-out = pathlib.Path(__file__).resolve().parents[1] / "adaptive" / "values.schema.json"
-out.write_text(json.dumps(schema, indent=2) + "\n")
-print(f"wrote {out}")
+OUT = pathlib.Path(__file__).resolve().parents[1] / "adaptive" / "values.schema.json"
+
+
+def render():
+    return json.dumps(build(), indent=2) + "\n"
+
+
+if __name__ == "__main__":
+    OUT.write_text(render())
+    print(f"wrote {OUT}")
