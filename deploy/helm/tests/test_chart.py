@@ -480,6 +480,12 @@ def test_replica_count_zero_via_set_and_computepools_spelling():
     assert container(sts)["resources"]["limits"]["nvidia.com/gpu"] == 2
 
 
+def test_harmony_replica_count_zero_scales_pools_without_their_own_count():
+    r = render(values={"harmony": {"replicaCount": 0, "computePool": [{"name": "a"}, {"name": "b", "replicaCount": 2}]}})
+    assert r.get("StatefulSet", sts_name("a"))["spec"]["replicas"] == 0
+    assert r.get("StatefulSet", sts_name("b"))["spec"]["replicas"] == 2
+
+
 def test_pool_defaults_and_overrides():
     r = render(
         values={

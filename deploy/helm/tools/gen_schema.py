@@ -142,6 +142,7 @@ SCHEMA = {
             {
                 "enabled": B,
                 "image": image(),
+                "replicaCount": I0,
                 "gpusPerReplica": I0,
                 "capabilities": S,
                 "resources": RESOURCES,

@@ -243,7 +243,7 @@ imagePullSecrets:
 {{- end -}}
 {{- $slug := regexReplaceAll "[^a-z0-9-]+" (lower (toString $p.name)) "-" | trimAll "-" -}}
 {{- $name := printf "%s-harmony-%s" $full $slug | trunc 52 | trimSuffix "-" -}}
-{{- $replicas := 1 -}}
+{{- $replicas := $h.replicaCount -}}
 {{- if hasKey $p "replicaCount" -}}{{- $replicas = $p.replicaCount -}}
 {{- else if hasKey $p "replicas" -}}{{- $replicas = $p.replicas -}}
 {{- end -}}
