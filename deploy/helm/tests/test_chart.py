@@ -239,32 +239,80 @@ def test_existing_secrets_are_referenced_not_rendered(guide):
     dep = guide.get("Deployment", "adaptive-control-plane")
     vols = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
     assert vols["controlplane-secret"]["secret"]["secretName"] == "adaptive-controlplane"
-    assert vols["harmony-secret"]["secret"]["secretName"] == "adaptive-harmony"
     assert vols["redis-secret"]["secret"]["secretName"] == "adaptive-redis"
 
 
-def test_control_plane_reads_every_guide_secret_key_as_a_file(guide):
+# Secret keys the control plane reads from mounted files (ADAPTIVE_<KEY>_FILE); the others come
+# as env from secretKeyRef (the control plane accepts _FILE for its secret keys only).
+FILE_VARS = {
+    ("controlplane-secret", "dbPassword"): "ADAPTIVE_DB__PASSWORD_FILE",
+    ("controlplane-secret", "cookiesSecret"): "ADAPTIVE_APP__SECRET_FILE",
+    ("controlplane-secret", "oidcProviders"): "ADAPTIVE_AUTH__OIDC__PROVIDERS_FILE",
+    ("redis-secret", "redisUrl"): "ADAPTIVE_REDIS__URL_FILE",
+}
+SECRET_REF_VARS = {
+    ("adaptive-controlplane", "dbHost"): "ADAPTIVE_DB__HOST",
+    ("adaptive-controlplane", "dbUsername"): "ADAPTIVE_DB__USERNAME",
+    ("adaptive-controlplane", "dbName"): "ADAPTIVE_DB__DATABASE",
+    ("adaptive-harmony", "modelRegistryUrl"): "ADAPTIVE_MODEL_REGISTRY",
+    ("adaptive-harmony", "sharedDirectoryUrl"): "ADAPTIVE_HARMONY__SHARED_DIRECTORY__URL",
+}
+
+
+def test_control_plane_reads_every_guide_secret_key(guide):
     dep = guide.get("Deployment", "adaptive-control-plane")
+    pod = dep["spec"]["template"]["spec"]
     c = container(dep)
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    vol_secret = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
     env = env_map(c)
-    files = {k: v for k, v in env.items() if k.endswith("_FILE")}
-    by_volume = {}
-    for var, path in files.items():
-        d, key = path.rsplit("/", 1)
-        vol = next(n for n, p in mounts.items() if p == d)
-        by_volume.setdefault(vol, {})[key] = var
-    assert set(by_volume["controlplane-secret"]) == CONTROL_PLANE_SECRET_KEYS
-    assert set(by_volume["harmony-secret"]) == HARMONY_SECRET_KEYS
-    assert set(by_volume["redis-secret"]) == REDIS_SECRET_KEYS
-    assert by_volume["controlplane-secret"]["dbPassword"] == "ADAPTIVE_DB__PASSWORD_FILE"
-    assert by_volume["controlplane-secret"]["cookiesSecret"] == "ADAPTIVE_APP__SECRET_FILE"
-    assert by_volume["controlplane-secret"]["oidcProviders"] == "ADAPTIVE_AUTH__OIDC__PROVIDERS_FILE"
-    assert by_volume["harmony-secret"]["modelRegistryUrl"] == "ADAPTIVE_MODEL_REGISTRY_FILE"
-    assert by_volume["harmony-secret"]["sharedDirectoryUrl"] == "ADAPTIVE_HARMONY__SHARED_DIRECTORY__URL_FILE"
-    assert by_volume["redis-secret"]["redisUrl"] == "ADAPTIVE_REDIS__URL_FILE"
+    read = {}  # secret name -> {key: env var}
+    for var, value in env.items():
+        if var.endswith("_FILE") and isinstance(value, str):
+            d, key = value.rsplit("/", 1)
+            vol = next(n for n, p in mounts.items() if p == d)
+            assert FILE_VARS[(vol, key)] == var
+            read.setdefault(vol_secret[vol], {})[key] = var
+        elif isinstance(value, dict) and "secretKeyRef" in (value["valueFrom"] or {}):
+            ref = value["valueFrom"]["secretKeyRef"]
+            assert SECRET_REF_VARS[(ref["name"], ref["key"])] == var
+            read.setdefault(ref["name"], {})[ref["key"]] = var
+    assert set(read["adaptive-controlplane"]) == CONTROL_PLANE_SECRET_KEYS
+    assert set(read["adaptive-harmony"]) == HARMONY_SECRET_KEYS
+    assert set(read["adaptive-redis"]) == REDIS_SECRET_KEYS
     # Whole-secret mounts (no subPath) so that rotated values appear in the files.
     assert all("subPath" not in m for m in c["volumeMounts"])
+
+
+def _control_plane_config_keys():
+    """(key path, secret?) from crates/control-plane/src/config/keys.rs, if that file exists."""
+    path = REPO / "crates" / "control-plane" / "src" / "config" / "keys.rs"
+    if not path.is_file():
+        return None
+    text = path.read_text()
+    keys = {m.group(2): m.group(1) == "secret" for m in re.finditer(r'\b(key|secret)\(\s*"([a-z0-9_.]+)"', text)}
+    return keys or None
+
+
+@pytest.mark.parametrize("values", ["defaults", "guide", "inline", "postgresql"])
+def test_control_plane_env_names_are_configuration_keys(values, defaults, guide, inline):
+    """The control plane refuses to start on an unknown ADAPTIVE_<SECTION>__<KEY> variable, and
+    accepts _FILE only for secret keys: every such variable the chart sets must be in its key table."""
+    keys = _control_plane_config_keys()
+    if keys is None:
+        pytest.skip("crates/control-plane/src/config/keys.rs not found")
+    rendered = {"defaults": defaults, "guide": guide, "inline": inline}.get(values) or render(values=VARIANTS["postgresql-in-chart"])
+    env = env_map(container(rendered.get("Deployment", "adaptive-control-plane")))
+    for var in env:
+        if not var.startswith("ADAPTIVE_") or var == "ADAPTIVE_CONFIG_FILE":
+            continue
+        rest = var[len("ADAPTIVE_"):]
+        if "__" not in rest and rest not in ("MODEL_REGISTRY", "MODEL_REGISTRY_FILE"):
+            continue
+        path = rest.lower().replace("__", ".")
+        if path in keys:
+            continue
+        assert path.endswith("_file") and keys.get(path[: -len("_file")]) is True, f"{var}: not a control plane configuration key"
 
 
 def test_external_secret_examples_produce_what_the_chart_reads():
@@ -315,6 +363,7 @@ def test_control_plane_follows_the_guide(guide):
     assert env["ADAPTIVE_AUTH__SESSION__EXPIRATION_SECONDS"] == "86400"
     assert json.loads(env["ADAPTIVE_AUTH__ADMINS"]) == ["admin@example.com"]
     assert env["ADAPTIVE_DB__RUN_MIGRATIONS"] == "true"
+    assert env["ADAPTIVE_SERVER__CLUSTER_ROOT_URL"] == "http://adaptive-control-plane.adaptive.svc.cluster.local:80"
     assert "ADAPTIVE_REDIS__URL" not in env  # from the adaptive-redis secret file instead
     assert {p["containerPort"] for p in c["ports"]} == {9000, 9009}
     assert c["livenessProbe"]["httpGet"]["path"] == "/health"
@@ -436,6 +485,9 @@ def test_pool_registration_env(guide, pool):
     assert env["NCCL_IGNORE_DISABLED_P2P"] == "1"
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://adaptive-otel-collector:4318"
     assert container(sts)["args"] == ["harmony"]
+    # Harmony drains within the pod's grace period.
+    grace = sts["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert 0 < int(env["HARMONY_DRAIN_GRACE_SECONDS"]) < grace
 
 
 def test_pool_volumes_shm_cache_and_probes(guide):
@@ -575,8 +627,8 @@ def test_in_chart_postgresql():
     assert base64.b64decode(pg["data"]["password"]).decode() == "pg-pass-1"
     env = env_map(container(r.get("Deployment", "adaptive-control-plane")))
     assert env["ADAPTIVE_DB__HOST"] == "adaptive-postgresql:5432"
+    assert env["ADAPTIVE_DB__USERNAME"] == "adaptive"
     assert env["ADAPTIVE_DB__PASSWORD_FILE"].endswith("/postgresql/password")
-    assert "ADAPTIVE_DB__HOST_FILE" not in env
     assert "pg-pass-1" not in _non_secret_text(r)
 
 
