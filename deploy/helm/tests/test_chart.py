@@ -680,6 +680,16 @@ def test_alb_ingress(guide):
     assert spec["tls"] == [{"hosts": ["MY_HOSTNAME"]}]  # ACM certificate: no secret
     for k, v in GUIDE["ingress"]["annotations"].items():
         assert ing["metadata"]["annotations"][k] == v
+    # The control plane Service is ClusterIP: an ALB must target pod IPs (the controller rejects
+    # target-type instance with a ClusterIP Service), and check /health.
+    assert ing["metadata"]["annotations"]["alb.ingress.kubernetes.io/target-type"] == "ip"
+    assert ing["metadata"]["annotations"]["alb.ingress.kubernetes.io/healthcheck-path"] == "/health"
+
+
+def test_alb_defaults_do_not_override_user_annotations():
+    r = render(values_files=[GUIDE_VALUES], values={"ingress": {"annotations": {"alb.ingress.kubernetes.io/target-type": "instance"}}})
+    ann = r.get("Ingress", "adaptive-control-plane")["metadata"]["annotations"]
+    assert ann["alb.ingress.kubernetes.io/target-type"] == "instance"
 
 
 # --------------------------------------------------------------------------- the guide itself
