@@ -41,7 +41,6 @@ apt_install() {
 
 # --------------------------------------------------------------------------- tools
 command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv
-python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || apt_install python3-venv
 command -v unzip >/dev/null 2>&1 || apt_install unzip
 command -v npm >/dev/null 2>&1 || apt_install nodejs npm
 
@@ -68,7 +67,13 @@ stamp="$VENV/.chart-requirements"
 want="${PY_REQUIREMENTS[*]}"
 if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "creating $VENV with: $want"
-  python3 -m venv "$VENV" >&2 || setup_failed "python3 -m venv $VENV"
+  rm -rf "$VENV"
+  if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
+    # Debian's python3 needs python3-venv (ensurepip) for `python3 -m venv`.
+    rm -rf "$VENV"
+    apt_install python3-venv
+    python3 -m venv "$VENV" >&2 || setup_failed "python3 -m venv $VENV"
+  fi
   "$VENV/bin/pip" install -q --disable-pip-version-check "${PY_REQUIREMENTS[@]}" >&2 || setup_failed "pip install $want"
   echo "$want" >"$stamp"
 fi

@@ -170,7 +170,7 @@ def test_variant_validates(name):
     "sets,needle",
     [
         (["secrets.existingControlPlaneSecret=adaptive-controlplane", "secrets.db.password=x"], "existingControlPlaneSecret"),
-        (["secrets.existingControlPlaneSecret=adaptive-controlplane", "secrets.cookiesSecret=x"], "existingControlPlaneSecret"),
+        (["secrets.existingControlPlaneSecret=adaptive-controlplane", "secrets.cookiesSecret=" + "x" * 64], "existingControlPlaneSecret"),
         (["secrets.existingHarmonySecret=adaptive-harmony", "secrets.modelRegistryUrl=s3://b/m", "secrets.sharedDirectoryUrl=s3://b/s"], "existingHarmonySecret"),
         (["redis.enabled=false", "secrets.existingRedisSecret=adaptive-redis", "secrets.redisUrl=redis://h:6379"], "existingRedisSecret"),
     ],
@@ -182,14 +182,14 @@ def test_existing_secret_and_inline_values_fail(sets, needle):
 
 
 def test_existing_and_inline_fail_even_with_guide_values():
-    err = render_fails(values_files=[GUIDE_VALUES], sets=["secrets.existingControlPlaneSecret=adaptive-controlplane", "secrets.cookiesSecret=abc"])
+    err = render_fails(values_files=[GUIDE_VALUES], sets=["secrets.existingControlPlaneSecret=adaptive-controlplane", "secrets.cookiesSecret=" + "a" * 64])
     assert "not both" in err
 
 
 @pytest.mark.parametrize(
     "sets,needle",
     [
-        (["secrets.cookiesSecret=abc"], "secrets.db.username"),
+        (["secrets.cookiesSecret=" + "c" * 64], "secrets.db.username"),
         (["secrets.db.password=x"], "secrets.cookiesSecret"),
         (["secrets.modelRegistryUrl=s3://b/m"], "sharedDirectoryUrl"),
         (["secrets.redisUrl=redis://h:6379"], "redis.enabled"),
@@ -596,8 +596,9 @@ def test_pool_without_reservation_has_no_end_env(guide):
         ({"harmony": {"computePool": [{"name": "x", "replicaCount": -1}]}}, "replicaCount"),
         ({"controlPlane": {"replicas": 3}}, "replicas"),
         ({"secrets": {"redisUrl": "http://nope"}}, "redisUrl"),
+        ({"secrets": {"cookiesSecret": "too-short"}}, "cookiesSecret"),
     ],
-    ids=["bad-end-time", "typo-in-pool", "pool-without-name", "negative-replicas", "unknown-control-plane-key", "bad-redis-scheme"],
+    ids=["bad-end-time", "typo-in-pool", "pool-without-name", "negative-replicas", "unknown-control-plane-key", "bad-redis-scheme", "short-cookies-secret"],
 )
 def test_schema_rejects_bad_values(values, needle):
     err = render_fails(values=values)

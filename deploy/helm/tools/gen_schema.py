@@ -95,7 +95,7 @@ SCHEMA = {
                 "modelRegistryUrl": S,
                 "sharedDirectoryUrl": S,
                 "redisUrl": {"type": "string", "pattern": "^(|rediss?://.+)$"},
-                "cookiesSecret": S,
+                "cookiesSecret": {"type": "string", "pattern": "^(|.{64,})$", "description": "64+ characters (the control plane refuses shorter ones)"},
                 "db": strict({"username": S, "password": S, "host": S, "database": S}),
             }
         ),
