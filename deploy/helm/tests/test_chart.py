@@ -498,8 +498,10 @@ def test_pool_volumes_shm_cache_and_probes(guide):
         mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
         assert vols["dshm"]["emptyDir"]["medium"] == "Memory" and mounts["dshm"] == "/dev/shm"
         assert "cloud-cache" in vols and mounts["cloud-cache"] == "/opt/adaptive/cloud_cache"
-        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        for probe in ("startupProbe", "readinessProbe"):
             assert c[probe]["httpGet"]["path"] == "/health"
+        # /health is 503 while draining: liveness must not depend on it.
+        assert c["livenessProbe"] == {"tcpSocket": {"port": "http"}, "periodSeconds": 15, "timeoutSeconds": 5, "failureThreshold": 4}
         assert c["ports"][0]["containerPort"] == 50053
         ann = sts["spec"]["template"]["metadata"]["annotations"]
         assert ann["prometheus.io/scrape"] == "adaptive" and ann["prometheus.io/port"] == "50053"
