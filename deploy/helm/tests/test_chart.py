@@ -158,6 +158,16 @@ VARIANTS = {
 }
 
 
+def test_dev_values_file_validates():
+    r = render(values_files=[CHART / "ci" / "dev-values.yaml"])
+    validate(r)
+    sts = r.get("StatefulSet", sts_name("cpu"))
+    assert "nvidia.com/gpu" not in json.dumps(container(sts)["resources"])
+    assert sorted(s["metadata"]["name"] for s in r.kinds("Secret")) == ["adaptive-controlplane-inline", "adaptive-harmony-inline", "adaptive-postgresql"]
+    helm_lint = helm("lint", str(CHART), "--strict", "-f", str(CHART / "ci" / "dev-values.yaml"), check=False)
+    assert helm_lint.returncode == 0, helm_lint.stdout + helm_lint.stderr
+
+
 @pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_variant_validates(name):
     validate(render(values=VARIANTS[name]))
@@ -221,13 +231,13 @@ def test_no_inline_secret_value_in_configmaps_or_other_objects(inline):
 
 
 def test_inline_secrets_are_chart_secrets_with_the_guide_keys(inline):
-    cp = inline.get("Secret", "adaptive-controlplane")
+    cp = inline.get("Secret", "adaptive-controlplane-inline")
     assert set(cp["data"]) == CONTROL_PLANE_SECRET_KEYS
     decoded = {k: base64.b64decode(v).decode() for k, v in cp["data"].items()}
     assert decoded["dbPassword"] == INLINE_SECRETS["dbPassword"]
     assert json.loads(decoded["oidcProviders"])[0]["client_secret"] == INLINE_SECRETS["oidcClientSecret"]
-    assert set(inline.get("Secret", "adaptive-harmony")["data"]) == HARMONY_SECRET_KEYS
-    redis = inline.get("Secret", "adaptive-redis-url")
+    assert set(inline.get("Secret", "adaptive-harmony-inline")["data"]) == HARMONY_SECRET_KEYS
+    redis = inline.get("Secret", "adaptive-redis-inline")
     assert base64.b64decode(redis["data"]["redisUrl"]).decode().startswith("rediss://")
     # The pods are rolled when inline secrets change.
     ann = inline.get("Deployment", "adaptive-control-plane")["spec"]["template"]["metadata"]["annotations"]

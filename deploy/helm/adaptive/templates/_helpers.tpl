@@ -158,21 +158,21 @@ imagePullSecrets:
 
 {{- define "adaptive.cp.secretName" -}}
 {{- if .Values.secrets.existingControlPlaneSecret -}}{{ .Values.secrets.existingControlPlaneSecret }}
-{{- else if include "adaptive.cp.inline" . -}}{{ include "adaptive.fullname" . }}-controlplane
+{{- else if include "adaptive.cp.inline" . -}}{{ include "adaptive.fullname" . }}-controlplane-inline
 {{- else -}}adaptive-controlplane
 {{- end -}}
 {{- end -}}
 
 {{- define "adaptive.harmony.secretName" -}}
 {{- if .Values.secrets.existingHarmonySecret -}}{{ .Values.secrets.existingHarmonySecret }}
-{{- else if include "adaptive.harmony.inline" . -}}{{ include "adaptive.fullname" . }}-harmony
+{{- else if include "adaptive.harmony.inline" . -}}{{ include "adaptive.fullname" . }}-harmony-inline
 {{- else -}}adaptive-harmony
 {{- end -}}
 {{- end -}}
 
 {{- define "adaptive.redis.secretName" -}}
 {{- if .Values.secrets.existingRedisSecret -}}{{ .Values.secrets.existingRedisSecret }}
-{{- else if include "adaptive.redis.inline" . -}}{{ include "adaptive.fullname" . }}-redis-url
+{{- else if include "adaptive.redis.inline" . -}}{{ include "adaptive.fullname" . }}-redis-inline
 {{- else -}}adaptive-redis
 {{- end -}}
 {{- end -}}
