@@ -1,1 +1,272 @@
-//! The harmony worker: OpenAI-shaped HTTP over the engine on port 50053, registration and heartbeats with the control plane
+//! Harmony: the worker that owns a replica's compute and serves models over HTTP (port 50053).
+//!
+//! ```text
+//!  HTTP (axum)                       per model
+//!  /v1/chat/completions ─┐   ┌──────────────────────────┐
+//!  /v1/completions ──────┼──►│ ServedModel              │   engine thread
+//!  /v1/models            │   │  tokenizer, template ────┼─► Engine (actor) ─► Scheduler ─► ModelExecutor
+//!  /models/spawn|dealloc ┘   └──────────────────────────┘     continuous batching, paged KV, prefix cache
+//!  /health /metrics          Registration actor ──► control plane /internal/harmony/{register,deregister}
+//! ```
+//!
+//! A request is validated into a `ValidGenerateRequest` (rendered, tokenized, parameters
+//! checked, context length enforced), submitted to the model's [`adaptive_engine::Engine`], and
+//! its token events are detokenized, filtered for stop strings and relayed as one response or as
+//! SSE chunks. Dropping the response (client disconnect) cancels the sequence and frees its KV
+//! blocks. Errors use the project's single vocabulary ([`adaptive_api_types::ErrorCode`]) in
+//! OpenAI's error shape.
+//!
+//! # Running harmony in-process
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use adaptive_api_types::harmony::SpawnModel;
+//! use adaptive_harmony::{Harmony, HarmonyConfig};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! let config = HarmonyConfig::for_test(); // or HarmonyConfig::from_env(&env_map)?
+//! let harmony = Harmony::bind(config).await?; // binds now; port 0 picks a free port
+//! println!("harmony at {}", harmony.base_url()); // harmony.local_addr() for the SocketAddr
+//! harmony
+//!     .spawn_model(SpawnModel {
+//!         key: "smol".into(),
+//!         path: "models/SmolLM2-135M-Instruct.Q4_1.gguf".into(), // or "fake://any" for the fake model
+//!         max_seq_len: None,
+//!         kv_cache_len: None,
+//!     })
+//!     .await?;
+//! let handle = harmony.handle(); // clonable: spawn/dealloc models, read scheduler stats
+//! let shutdown = CancellationToken::new();
+//! // Serves until `shutdown` fires, then drains: stops taking work (503), finishes in-flight
+//! // requests within `drain_grace`, deregisters from the control plane, stops the engines.
+//! harmony.run_until(shutdown.cancelled_owned()).await?;
+//! # drop(handle);
+//! # Ok(())
+//! # }
+//! ```
+
+mod candle_models;
+pub mod config;
+mod detokenize;
+mod error;
+pub mod fake_model;
+mod generate;
+mod http;
+mod metrics;
+pub mod model;
+mod models;
+mod registration;
+mod validate;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use adaptive_api_types::harmony::{OnlineModel, SpawnModel};
+use adaptive_engine::SchedulerStats;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::{ConfigError, EngineSettings, HarmonyConfig, ReplicaIdentity, Secret};
+pub use error::HarmonyError;
+pub use model::{DefaultModelLoader, LoadedModel, ModelError, ModelLoader};
+
+/// How long the HTTP server may take to close its connections after the drain.
+const SERVER_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Entry point; see the crate docs.
+pub struct Harmony;
+
+impl Harmony {
+    /// Binds the listener with the default model loader (fake:// and candle models).
+    pub async fn bind(config: HarmonyConfig) -> Result<RunningHarmony, StartError> {
+        let loader = DefaultModelLoader {
+            model_registry_root: config.model_registry_root.clone(),
+        };
+        Self::bind_with_loader(config, Arc::new(loader)).await
+    }
+
+    pub async fn bind_with_loader(
+        config: HarmonyConfig,
+        loader: Arc<dyn ModelLoader>,
+    ) -> Result<RunningHarmony, StartError> {
+        let listener = tokio::net::TcpListener::bind(config.bind_addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.bind_addr,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.bind_addr,
+            source,
+        })?;
+        let models = Arc::new(models::ModelRegistry::new(
+            loader,
+            config.engine.clone(),
+            config.identity.group.clone(),
+        ));
+        let state = http::AppState {
+            models,
+            metrics: Arc::new(metrics::Metrics::new()),
+            in_flight: TaskTracker::new(),
+            draining: Arc::new(AtomicBool::new(false)),
+        };
+        tracing::info!(%local_addr, "harmony listening");
+        Ok(RunningHarmony {
+            listener,
+            local_addr,
+            state,
+            config,
+        })
+    }
+}
+
+/// A bound, not yet serving harmony; [`RunningHarmony::run_until`] serves.
+pub struct RunningHarmony {
+    listener: tokio::net::TcpListener,
+    local_addr: SocketAddr,
+    state: http::AppState,
+    config: HarmonyConfig,
+}
+
+impl RunningHarmony {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `http://<local_addr>`, the root the OpenAI routes hang from (`/v1/...`).
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.local_addr)
+    }
+
+    pub fn handle(&self) -> HarmonyHandle {
+        HarmonyHandle {
+            state: self.state.clone(),
+        }
+    }
+
+    /// Loads a model and starts serving it (same as `POST /models/spawn`).
+    pub async fn spawn_model(&self, request: SpawnModel) -> Result<OnlineModel, HarmonyError> {
+        self.handle().spawn_model(request).await
+    }
+
+    /// Serves until `shutdown` completes, then drains (see the crate docs).
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let RunningHarmony {
+            listener,
+            state,
+            config,
+            ..
+        } = self;
+        let registration = config.control_plane_url.clone().map(|url| {
+            registration::Registration::spawn(
+                url,
+                config.identity.clone(),
+                config.registration_retry,
+                Arc::clone(&state.models),
+            )
+        });
+        for request in config.preload_models.clone() {
+            let models = Arc::clone(&state.models);
+            tokio::spawn(async move {
+                let key = request.key.clone();
+                if let Err(error) = models.spawn(request).await {
+                    tracing::error!(model = %key, %error, "cannot preload model");
+                }
+            });
+        }
+
+        let stop_serving = CancellationToken::new();
+        let server = axum::serve(listener, http::router(state.clone()))
+            .with_graceful_shutdown(stop_serving.clone().cancelled_owned());
+        let mut server_task = tokio::spawn(async move { server.await });
+        tokio::select! {
+            () = shutdown => {}
+            outcome = &mut server_task => {
+                return outcome.unwrap_or_else(|error| Err(std::io::Error::other(error)));
+            }
+        }
+
+        tracing::info!(grace = ?config.drain_grace, "draining: no new requests, finishing in-flight ones");
+        state.draining.store(true, Ordering::SeqCst);
+        if let Some(registration) = &registration {
+            registration.drain().await;
+        }
+        state.in_flight.close();
+        if tokio::time::timeout(config.drain_grace, state.in_flight.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("drain grace period over; aborting the remaining generations");
+            state.models.abort_all();
+        }
+        stop_serving.cancel();
+        if tokio::time::timeout(SERVER_CLOSE_TIMEOUT, server_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("http connections did not close in time");
+        }
+        if let Some(registration) = registration {
+            registration.deregister().await;
+        }
+        state.models.abort_all();
+        tracing::info!("harmony stopped");
+        Ok(())
+    }
+}
+
+/// A clonable handle on a harmony instance (for the embedding process and tests).
+#[derive(Clone)]
+pub struct HarmonyHandle {
+    state: http::AppState,
+}
+
+impl HarmonyHandle {
+    pub async fn spawn_model(&self, request: SpawnModel) -> Result<OnlineModel, HarmonyError> {
+        let model = self.state.models.spawn(request).await?;
+        Ok(model.online_view())
+    }
+
+    pub fn dealloc_model(&self, key: &str) -> Result<(), HarmonyError> {
+        self.state.models.dealloc(key)
+    }
+
+    /// The latest scheduler stats of a loaded model.
+    pub fn model_stats(&self, key: &str) -> Option<SchedulerStats> {
+        self.state
+            .models
+            .get(key)
+            .ok()
+            .map(|model| model.engine.stats())
+    }
+
+    /// Waits until the model's scheduler stats satisfy `predicate`.
+    pub async fn wait_for_model_stats(
+        &self,
+        key: &str,
+        predicate: impl Fn(&SchedulerStats) -> bool,
+    ) -> Result<(), HarmonyError> {
+        let model = self.state.models.get(key)?;
+        model.engine.wait_for_stats(predicate).await;
+        Ok(())
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.state.is_draining()
+    }
+}

@@ -1,0 +1,256 @@
+//! OpenAI requests → [`ValidGenerateRequest`]: parameter ranges, prompt rendering and
+//! tokenization, and the context-length check. Everything a client can get wrong is caught here
+//! and becomes a 400 in OpenAI's error shape.
+
+use std::sync::Arc;
+
+use adaptive_api_types::openai::{
+    ChatCompletionRequest, CompletionRequest, MessageContent, PromptInput, SamplingOptions,
+    StopSequences,
+};
+use adaptive_engine::SamplingParams;
+
+use crate::error::HarmonyError;
+use crate::models::ServedModel;
+
+/// OpenAI's limits.
+const MAX_STOP_SEQUENCES: usize = 4;
+const MAX_TOP_LOGPROBS: u32 = 20;
+const COMPLETIONS_DEFAULT_MAX_TOKENS: u32 = 16;
+
+/// A request that passed validation, in token space.
+#[derive(Debug, Clone)]
+pub struct ValidGenerateRequest {
+    pub model: Arc<ServedModel>,
+    pub prompt_tokens: Vec<u32>,
+    pub params: SamplingParams,
+    pub stop_strings: Vec<String>,
+    /// The prompt text, for completions with `echo`.
+    pub echo_text: Option<String>,
+}
+
+pub fn validate_chat(
+    model: Arc<ServedModel>,
+    request: &ChatCompletionRequest,
+) -> Result<ValidGenerateRequest, HarmonyError> {
+    check_n(request.n)?;
+    if request.messages.is_empty() {
+        return Err(HarmonyError::invalid(
+            "messages",
+            "messages must not be empty",
+        ));
+    }
+    for message in &request.messages {
+        if let Some(MessageContent::Parts(parts)) = &message.content {
+            if let Some(part) = parts.iter().find(|part| part.kind != "text") {
+                return Err(HarmonyError::invalid(
+                    "messages",
+                    format!(
+                        "content parts of type '{}' are not supported by this model",
+                        part.kind
+                    ),
+                ));
+            }
+        }
+    }
+    let top_logprobs = match (request.logprobs, request.top_logprobs) {
+        (_, Some(top)) if top > MAX_TOP_LOGPROBS => {
+            return Err(HarmonyError::invalid(
+                "top_logprobs",
+                format!("top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}"),
+            ))
+        }
+        (Some(true), top) => Some(top.unwrap_or(0) as usize),
+        (_, Some(_)) => {
+            return Err(HarmonyError::invalid(
+                "top_logprobs",
+                "top_logprobs requires logprobs to be true",
+            ))
+        }
+        _ => None,
+    };
+    let prompt_text =
+        model
+            .chat_template
+            .render(&request.messages, request.tools.as_ref(), true)?;
+    let prompt_tokens = model
+        .tokenizer
+        .encode(&prompt_text, !model.info.template_adds_bos)?;
+    let max_tokens = request.max_completion_tokens.or(request.max_tokens);
+    let params = sampling_params(
+        &model,
+        &request.sampling,
+        max_tokens,
+        None,
+        prompt_tokens.len(),
+        top_logprobs,
+    )?;
+    Ok(ValidGenerateRequest {
+        stop_strings: stop_strings(request.stop.clone())?,
+        model,
+        prompt_tokens,
+        params,
+        echo_text: None,
+    })
+}
+
+pub fn validate_completion(
+    model: Arc<ServedModel>,
+    request: &CompletionRequest,
+) -> Result<ValidGenerateRequest, HarmonyError> {
+    check_n(request.n)?;
+    let only_one = |count: usize| {
+        if count == 1 {
+            Ok(())
+        } else {
+            Err(HarmonyError::invalid(
+                "prompt",
+                "exactly one prompt per request is supported",
+            ))
+        }
+    };
+    let (prompt_text, prompt_tokens) = match &request.prompt {
+        PromptInput::Text(text) => (text.clone(), model.tokenizer.encode(text, true)?),
+        PromptInput::Texts(texts) => {
+            only_one(texts.len())?;
+            (texts[0].clone(), model.tokenizer.encode(&texts[0], true)?)
+        }
+        PromptInput::Tokens(tokens) => (model.tokenizer.decode(tokens)?, tokens.clone()),
+        PromptInput::TokenBatches(batches) => {
+            only_one(batches.len())?;
+            (model.tokenizer.decode(&batches[0])?, batches[0].clone())
+        }
+    };
+    if prompt_tokens.is_empty() {
+        return Err(HarmonyError::invalid("prompt", "the prompt is empty"));
+    }
+    if let Some(top) = request.logprobs {
+        if top > 5 {
+            return Err(HarmonyError::invalid(
+                "logprobs",
+                "logprobs must be between 0 and 5",
+            ));
+        }
+    }
+    let params = sampling_params(
+        &model,
+        &request.sampling,
+        request.max_tokens,
+        Some(COMPLETIONS_DEFAULT_MAX_TOKENS),
+        prompt_tokens.len(),
+        request.logprobs.map(|top| top as usize),
+    )?;
+    Ok(ValidGenerateRequest {
+        stop_strings: stop_strings(request.stop.clone())?,
+        echo_text: request.echo.unwrap_or(false).then_some(prompt_text),
+        model,
+        prompt_tokens,
+        params,
+    })
+}
+
+fn check_n(n: Option<u32>) -> Result<(), HarmonyError> {
+    match n {
+        None | Some(1) => Ok(()),
+        Some(_) => Err(HarmonyError::invalid("n", "only n=1 is supported")),
+    }
+}
+
+fn stop_strings(stop: Option<StopSequences>) -> Result<Vec<String>, HarmonyError> {
+    let stops = stop.map(StopSequences::into_vec).unwrap_or_default();
+    if stops.len() > MAX_STOP_SEQUENCES {
+        return Err(HarmonyError::invalid(
+            "stop",
+            format!("at most {MAX_STOP_SEQUENCES} stop sequences are allowed"),
+        ));
+    }
+    Ok(stops)
+}
+
+fn in_range(
+    value: Option<f32>,
+    param: &'static str,
+    range: std::ops::RangeInclusive<f32>,
+) -> Result<(), HarmonyError> {
+    match value {
+        Some(value) if !range.contains(&value) || value.is_nan() => Err(HarmonyError::invalid(
+            param,
+            format!(
+                "{param} must be between {} and {}, got {value}",
+                range.start(),
+                range.end()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn sampling_params(
+    model: &ServedModel,
+    options: &SamplingOptions,
+    max_tokens: Option<u32>,
+    default_max_tokens: Option<u32>,
+    prompt_len: usize,
+    logprobs: Option<usize>,
+) -> Result<SamplingParams, HarmonyError> {
+    in_range(options.temperature, "temperature", 0.0..=2.0)?;
+    in_range(options.top_p, "top_p", 0.0..=1.0)?;
+    if options.top_p == Some(0.0) {
+        return Err(HarmonyError::invalid(
+            "top_p",
+            "top_p must be greater than 0",
+        ));
+    }
+    in_range(options.min_p, "min_p", 0.0..=1.0)?;
+    in_range(options.frequency_penalty, "frequency_penalty", -2.0..=2.0)?;
+    in_range(options.presence_penalty, "presence_penalty", -2.0..=2.0)?;
+    in_range(
+        options.repetition_penalty,
+        "repetition_penalty",
+        0.01..=10.0,
+    )?;
+    let top_k = match options.top_k {
+        None | Some(-1) | Some(0) => 0,
+        Some(k) if k > 0 => k as usize,
+        Some(_) => {
+            return Err(HarmonyError::invalid(
+                "top_k",
+                "top_k must be -1 (disabled) or positive",
+            ))
+        }
+    };
+    let context = model.info.max_seq_len;
+    if max_tokens == Some(0) {
+        return Err(HarmonyError::invalid(
+            "max_tokens",
+            "max_tokens must be at least 1",
+        ));
+    }
+    let remaining = context.saturating_sub(prompt_len);
+    let max_tokens = match max_tokens.or(default_max_tokens) {
+        Some(requested) => requested as usize,
+        None => remaining,
+    };
+    if prompt_len + max_tokens > context || remaining == 0 {
+        return Err(HarmonyError::ContextLengthExceeded {
+            max_tokens: context,
+            prompt_tokens: prompt_len,
+            requested_tokens: prompt_len + max_tokens.max(1),
+        });
+    }
+    Ok(SamplingParams {
+        temperature: options.temperature.unwrap_or(1.0),
+        top_p: options.top_p.unwrap_or(1.0),
+        top_k,
+        min_p: options.min_p.unwrap_or(0.0),
+        repetition_penalty: options.repetition_penalty.unwrap_or(1.0),
+        frequency_penalty: options.frequency_penalty.unwrap_or(0.0),
+        presence_penalty: options.presence_penalty.unwrap_or(0.0),
+        // OpenAI seeds are signed; the bit pattern is what matters.
+        seed: options.seed.map(|seed| seed as u64),
+        max_tokens,
+        stop_token_ids: Vec::new(),
+        ignore_eos: options.ignore_eos.unwrap_or(false),
+        logprobs,
+    })
+}
