@@ -1,0 +1,387 @@
+//! Validation of an incoming inference request into a [`ValidInferenceRequest`].
+//!
+//! The body is kept as JSON: the gateway forwards everything it does not own to harmony
+//! unchanged (sampling parameters, tools, response_format), and only reads and strips the
+//! Adaptive extensions (session_id, labels, tags, store, metadata) and the routing fields.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use crate::GatewayError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InferenceKind {
+    Chat,
+    Completion,
+}
+
+impl InferenceKind {
+    pub fn route(self) -> &'static str {
+        match self {
+            InferenceKind::Chat => "/v1/chat/completions",
+            InferenceKind::Completion => "/v1/completions",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InferenceKind::Chat => "chat",
+            InferenceKind::Completion => "completion",
+        }
+    }
+}
+
+/// Default completion budget used to estimate a request's cost when max_tokens is absent.
+const DEFAULT_MAX_TOKENS_ESTIMATE: u64 = 256;
+
+#[derive(Debug, Clone)]
+pub struct ValidInferenceRequest {
+    pub kind: InferenceKind,
+    pub model: String,
+    pub stream: bool,
+    pub include_usage: bool,
+    /// Whether the client sent a session id (affinity applies only then).
+    pub session_given: bool,
+    pub session_id: uuid::Uuid,
+    pub store: bool,
+    pub labels: BTreeMap<String, String>,
+    pub tags: Vec<String>,
+    pub metadata: Value,
+    /// Messages (chat) or `[{"role":"user","content":prompt}]` (completion), for the record.
+    pub messages: Value,
+    /// The prompt text used for prefix affinity and cost estimates.
+    pub prompt_text: String,
+    pub estimated_tokens: u64,
+    /// Everything else, forwarded to harmony.
+    pub upstream_body: Map<String, Value>,
+    /// The sampling parameters, for the record.
+    pub parameters: Value,
+}
+
+const EXTENSION_FIELDS: [&str; 7] = [
+    "session_id",
+    "labels",
+    "tags",
+    "store",
+    "metadata",
+    "system_prompt_args",
+    "ab_campaign",
+];
+const PARAMETER_FIELDS: [&str; 12] = [
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "stop",
+    "seed",
+    "frequency_penalty",
+    "presence_penalty",
+    "repetition_penalty",
+    "response_format",
+];
+
+pub fn validate(kind: InferenceKind, body: Value) -> Result<ValidInferenceRequest, GatewayError> {
+    let Value::Object(mut object) = body else {
+        return Err(GatewayError::InvalidRequest(
+            "the request body must be a JSON object".into(),
+        ));
+    };
+    let model = match object.get("model") {
+        Some(Value::String(model)) if !model.trim().is_empty() => model.trim().to_owned(),
+        Some(_) => {
+            return Err(invalid(
+                "model",
+                "'model' must be a non-empty string of the form project or project/model",
+            ))
+        }
+        None => {
+            return Err(invalid(
+                "model",
+                "'model' is required (project or project/model)",
+            ))
+        }
+    };
+    let stream = optional_bool(&object, "stream")?.unwrap_or(false);
+    let include_usage = match object.get("stream_options") {
+        None | Some(Value::Null) => false,
+        Some(Value::Object(options)) => match options.get("include_usage") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(flag)) => *flag,
+            Some(_) => {
+                return Err(invalid(
+                    "stream_options.include_usage",
+                    "'stream_options.include_usage' must be a boolean",
+                ))
+            }
+        },
+        Some(_) => {
+            return Err(invalid(
+                "stream_options",
+                "'stream_options' must be an object",
+            ))
+        }
+    };
+    let store = optional_bool(&object, "store")?.unwrap_or(true);
+    let (session_given, session_id) = match object.get("session_id") {
+        None | Some(Value::Null) => (false, uuid::Uuid::new_v4()),
+        Some(Value::String(text)) => match uuid::Uuid::parse_str(text) {
+            Ok(id) => (true, id),
+            Err(_) => return Err(invalid("session_id", "'session_id' must be a UUID")),
+        },
+        Some(_) => return Err(invalid("session_id", "'session_id' must be a UUID string")),
+    };
+    let labels = parse_labels(&object)?;
+    let tags = match object.get("tags") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| {
+                item.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| invalid("tags", "'tags' must be an array of strings"))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(invalid("tags", "'tags' must be an array of strings")),
+    };
+    let metadata = object.get("metadata").cloned().unwrap_or(Value::Null);
+    if !(metadata.is_null() || metadata.is_object()) {
+        return Err(invalid("metadata", "'metadata' must be an object"));
+    }
+    let max_tokens =
+        match object
+            .get("max_tokens")
+            .or_else(|| object.get("max_completion_tokens"))
+        {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(value.as_u64().ok_or_else(|| {
+                invalid("max_tokens", "'max_tokens' must be a non-negative integer")
+            })?),
+        };
+
+    let (messages, prompt_text) = match kind {
+        InferenceKind::Chat => chat_messages(&object)?,
+        InferenceKind::Completion => completion_prompt(&object)?,
+    };
+    let estimated_tokens =
+        (prompt_text.len() as u64 / 4) + max_tokens.unwrap_or(DEFAULT_MAX_TOKENS_ESTIMATE);
+
+    let parameters: Map<String, Value> = PARAMETER_FIELDS
+        .iter()
+        .filter_map(|field| {
+            object
+                .get(*field)
+                .map(|value| ((*field).to_owned(), value.clone()))
+        })
+        .collect();
+    for field in EXTENSION_FIELDS {
+        object.remove(field);
+    }
+    // OpenAI's `metadata` carries labels in the official client; keep it for the record only.
+    if stream {
+        // Usage is always requested from harmony so that the interaction records it; the final
+        // usage chunk is dropped on the way out when the client did not ask for it.
+        object.insert(
+            "stream_options".into(),
+            serde_json::json!({"include_usage": true}),
+        );
+    }
+
+    Ok(ValidInferenceRequest {
+        kind,
+        model,
+        stream,
+        include_usage,
+        session_given,
+        session_id,
+        store,
+        labels,
+        tags,
+        metadata,
+        messages,
+        prompt_text,
+        estimated_tokens,
+        upstream_body: object,
+        parameters: Value::Object(parameters),
+    })
+}
+
+fn invalid(param: &str, message: &str) -> GatewayError {
+    GatewayError::InvalidRequest(format!("{message} (param: {param})"))
+}
+
+fn optional_bool(object: &Map<String, Value>, field: &str) -> Result<Option<bool>, GatewayError> {
+    match object.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(flag)) => Ok(Some(*flag)),
+        Some(_) => Err(invalid(field, &format!("'{field}' must be a boolean"))),
+    }
+}
+
+fn parse_labels(object: &Map<String, Value>) -> Result<BTreeMap<String, String>, GatewayError> {
+    let mut labels = BTreeMap::new();
+    match object.get("labels") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(entries)) => {
+            for (key, value) in entries {
+                let Value::String(text) = value else {
+                    return Err(invalid("labels", "'labels' must map strings to strings"));
+                };
+                labels.insert(key.clone(), text.clone());
+            }
+        }
+        Some(_) => return Err(invalid("labels", "'labels' must be an object of strings")),
+    }
+    // The official OpenAI client sends labels through `metadata` (string values only).
+    if let Some(Value::Object(metadata)) = object.get("metadata") {
+        for (key, value) in metadata {
+            if let Value::String(text) = value {
+                labels.entry(key.clone()).or_insert_with(|| text.clone());
+            }
+        }
+    }
+    Ok(labels)
+}
+
+fn chat_messages(object: &Map<String, Value>) -> Result<(Value, String), GatewayError> {
+    let Some(Value::Array(messages)) = object.get("messages") else {
+        return Err(invalid(
+            "messages",
+            "'messages' is required and must be an array",
+        ));
+    };
+    if messages.is_empty() {
+        return Err(invalid("messages", "'messages' must not be empty"));
+    }
+    let mut prompt_text = String::new();
+    for (index, message) in messages.iter().enumerate() {
+        let Value::Object(fields) = message else {
+            return Err(invalid(
+                "messages",
+                &format!("messages[{index}] must be an object"),
+            ));
+        };
+        if !matches!(fields.get("role"), Some(Value::String(_))) {
+            return Err(invalid(
+                "messages",
+                &format!("messages[{index}].role must be a string"),
+            ));
+        }
+        match fields.get("content") {
+            Some(Value::String(text)) => prompt_text.push_str(text),
+            Some(Value::Array(parts)) => {
+                for part in parts {
+                    if let Some(Value::String(text)) = part.get("text") {
+                        prompt_text.push_str(text);
+                    }
+                }
+            }
+            None | Some(Value::Null) => {}
+            Some(_) => {
+                return Err(invalid(
+                    "messages",
+                    &format!("messages[{index}].content must be a string or an array of parts"),
+                ))
+            }
+        }
+        prompt_text.push('\n');
+    }
+    Ok((Value::Array(messages.clone()), prompt_text))
+}
+
+fn completion_prompt(object: &Map<String, Value>) -> Result<(Value, String), GatewayError> {
+    let prompt = match object.get("prompt") {
+        Some(Value::String(prompt)) => prompt.clone(),
+        Some(Value::Array(items)) if items.len() == 1 && items[0].is_string() => {
+            items[0].as_str().unwrap_or_default().to_owned()
+        }
+        Some(Value::Array(_)) => {
+            return Err(invalid(
+                "prompt",
+                "only a single prompt per request is supported",
+            ))
+        }
+        _ => {
+            return Err(invalid(
+                "prompt",
+                "'prompt' is required and must be a string",
+            ))
+        }
+    };
+    Ok((
+        serde_json::json!([{"role": "user", "content": prompt}]),
+        prompt,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn strips_extensions_and_keeps_sampling_parameters() {
+        let session = uuid::Uuid::new_v4();
+        let request = validate(
+            InferenceKind::Chat,
+            json!({"model": "proj/m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.2,
+                   "session_id": session.to_string(), "labels": {"env": "test"}, "tags": ["a"], "store": false, "stream": true}),
+        )
+        .expect("valid");
+        assert_eq!(request.session_id, session);
+        assert!(
+            request.session_given && request.stream && !request.store && !request.include_usage
+        );
+        assert_eq!(request.labels.get("env").map(String::as_str), Some("test"));
+        assert_eq!(request.upstream_body.get("temperature"), Some(&json!(0.2)));
+        assert_eq!(
+            request.upstream_body.get("stream_options"),
+            Some(&json!({"include_usage": true}))
+        );
+        for field in ["session_id", "labels", "tags", "store"] {
+            assert!(
+                !request.upstream_body.contains_key(field),
+                "{field} must not reach harmony"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_bad_input_with_the_offending_param() {
+        let cases = [
+            json!([1, 2]),
+            json!({"messages": []}),
+            json!({"model": "p", "messages": []}),
+            json!({"model": "p", "messages": "hi"}),
+            json!({"model": "p", "messages": [{"content": "x"}]}),
+            json!({"model": "p", "messages": [{"role": "user", "content": "x"}], "session_id": "not-a-uuid"}),
+            json!({"model": "p", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}),
+            json!({"model": "p", "messages": [{"role": "user", "content": "x"}], "max_tokens": -1}),
+            json!({"model": "p", "messages": [{"role": "user", "content": "x"}], "labels": {"a": 1}}),
+        ];
+        for case in cases {
+            let error = validate(InferenceKind::Chat, case.clone()).expect_err("invalid");
+            assert_eq!(
+                error.error_code(),
+                adaptive_api_types::ErrorCode::InvalidRequest,
+                "{case}"
+            );
+        }
+    }
+
+    #[test]
+    fn completion_prompt_becomes_a_user_message_for_the_record() {
+        let request = validate(
+            InferenceKind::Completion,
+            json!({"model": "p", "prompt": "Once upon"}),
+        )
+        .expect("valid");
+        assert_eq!(
+            request.messages,
+            json!([{"role": "user", "content": "Once upon"}])
+        );
+        assert_eq!(request.prompt_text, "Once upon");
+    }
+}
