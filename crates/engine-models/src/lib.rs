@@ -1,1 +1,35 @@
-//! Model families on candle behind the engine's `ModelExecutor` seam.
+//! Model families on candle behind the engine's [`ModelExecutor`] seam.
+//!
+//! - [`load_model`] opens a `.gguf` file (quantized Q4_0/Q4_1/Q4_K/Q8_0/... or f16/f32) or an HF
+//!   directory (config.json, safetensors shards in f32/f16/bf16, tokenizer.json,
+//!   tokenizer_config.json) and returns a [`LoadedModel`]: the executor, the tokenizer, the chat
+//!   template and a [`ModelInfo`].
+//! - [`PagedLlama`] is the executor for the Llama family (Llama 2/3, SmolLM, Mistral, Qwen2,
+//!   Qwen3): a batched forward pass over a vLLM-style paged KV cache, see [`paged`].
+//! - [`tokenizer`] builds tokenizers from GGUF metadata and streams text with
+//!   [`IncrementalDetokenizer`]; [`chat_template`] renders HF chat templates.
+//! - [`convert::gguf_to_hf`] writes a GGUF model out in HF layout (dequantized), the bridge that
+//!   lets tests check the safetensors path against the GGUF path on real weights.
+//!
+//! candle-transformers' model files keep one contiguous cache per model and run one sequence
+//! shape per call, so the forward pass here is ours, built from candle's ops and quantized
+//! matmuls; candle-transformers is only a dev-dependency, the reference the exactness tests
+//! compare against. CUDA is behind the `cuda` feature; the CPU path never depends on it.
+
+pub mod chat_template;
+pub mod config;
+pub mod convert;
+mod cpu_attention;
+pub mod error;
+pub mod loader;
+pub mod paged;
+pub mod tokenizer;
+pub mod weights;
+
+pub use adaptive_engine::ModelExecutor;
+pub use chat_template::{ChatMessage, ChatTemplate, ChatTemplateInput};
+pub use config::{Architecture, LlamaFamilyConfig, RopeScaling, RopeStyle};
+pub use error::ModelError;
+pub use loader::{load_model, DeviceChoice, KvCacheSize, LoadOptions, LoadedModel, ModelInfo};
+pub use paged::PagedLlama;
+pub use tokenizer::{IncrementalDetokenizer, SpecialTokens};

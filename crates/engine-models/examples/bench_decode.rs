@@ -1,0 +1,133 @@
+//! Decode throughput of the paged executor: `cargo run --release -p adaptive-engine-models
+//! --example bench_decode -- [model.gguf|hf-dir] [concurrency,...] [decode_steps] [cpu|cuda]`.
+//!
+//! For each concurrency N: prefill N different prompts (each ~`PROMPT_TOKENS` tokens) in one
+//! batch, then run `decode_steps` steps that each decode one token for all N sequences in one
+//! forward. Reports prompt tokens/s and aggregate decode tokens/s (N tokens per step).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use adaptive_engine::{ForwardBatch, SequenceChunk};
+use adaptive_engine_models::{load_model, DeviceChoice, KvCacheSize, LoadOptions};
+
+const PROMPT_TOKENS: usize = 64;
+
+fn argmax(logits: &[f32]) -> u32 {
+    logits
+        .iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 {
+                (i, v)
+            } else {
+                best
+            }
+        })
+        .0 as u32
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let path = args
+        .get(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("models/SmolLM2-135M-Instruct.Q4_1.gguf"));
+    let concurrencies: Vec<usize> = args
+        .get(2)
+        .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 4, 16]);
+    let decode_steps: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(32);
+    let device = match args.get(4).map(String::as_str) {
+        Some("cuda") => DeviceChoice::Cuda(0),
+        _ => DeviceChoice::Cpu,
+    };
+    let max_concurrency = concurrencies.iter().copied().max().unwrap_or(1);
+    let block_size = 16;
+    let blocks_per_sequence = (PROMPT_TOKENS + decode_steps).div_ceil(block_size) + 1;
+    let options = LoadOptions {
+        kv_cache: KvCacheSize::Blocks(blocks_per_sequence * max_concurrency),
+        block_size,
+        max_seq_len: Some(PROMPT_TOKENS + decode_steps + 8),
+        device,
+        fused_cpu_attention: !args.iter().any(|a| a == "--tensor-ops"),
+    };
+    let started = Instant::now();
+    let mut model = load_model(&path, &options)?;
+    println!(
+        "model {} ({}, {}) loaded in {:.2}s on {:?}",
+        model.info.name,
+        model.info.architecture,
+        model.info.quantization,
+        started.elapsed().as_secs_f64(),
+        device
+    );
+    let text = "The history of the city begins with a small settlement on the river, where \
+        traders from the north and the south met to exchange grain, salt, wool and stories.";
+    let base = model
+        .tokenizer
+        .encode(text, false)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .get_ids()
+        .to_vec();
+    for &concurrency in &concurrencies {
+        let prompts: Vec<Vec<u32>> = (0..concurrency)
+            .map(|i| {
+                base.iter()
+                    .cycle()
+                    .skip(i)
+                    .take(PROMPT_TOKENS)
+                    .copied()
+                    .collect()
+            })
+            .collect();
+        let tables: Vec<Vec<u32>> = (0..concurrency)
+            .map(|i| {
+                let first = (i * blocks_per_sequence) as u32;
+                (first..first + blocks_per_sequence as u32).collect()
+            })
+            .collect();
+        let prefill = ForwardBatch {
+            chunks: (0..concurrency)
+                .map(|i| SequenceChunk {
+                    sequence_id: i as u64,
+                    tokens: prompts[i].clone(),
+                    start_pos: 0,
+                    block_table: tables[i].clone(),
+                    wants_logits: true,
+                })
+                .collect(),
+        };
+        let started = Instant::now();
+        let logits = model.executor.forward(&prefill)?;
+        let prefill_seconds = started.elapsed().as_secs_f64();
+        let mut last: Vec<u32> = logits.iter().map(|row| argmax(row)).collect();
+        let started = Instant::now();
+        for step in 0..decode_steps {
+            let batch = ForwardBatch {
+                chunks: (0..concurrency)
+                    .map(|i| SequenceChunk {
+                        sequence_id: i as u64,
+                        tokens: vec![last[i]],
+                        start_pos: PROMPT_TOKENS + step,
+                        block_table: tables[i].clone(),
+                        wants_logits: true,
+                    })
+                    .collect(),
+            };
+            let logits = model.executor.forward(&batch)?;
+            last = logits.iter().map(|row| argmax(row)).collect();
+        }
+        let decode_seconds = started.elapsed().as_secs_f64();
+        println!(
+            "concurrency {concurrency:>3}: prefill {:>8.1} tok/s ({} tokens in {:.3}s), decode {:>8.1} tok/s aggregate ({:.1} tok/s per sequence, {:.2} ms/step)",
+            (concurrency * PROMPT_TOKENS) as f64 / prefill_seconds,
+            concurrency * PROMPT_TOKENS,
+            prefill_seconds,
+            (concurrency * decode_steps) as f64 / decode_seconds,
+            decode_steps as f64 / decode_seconds,
+            decode_seconds * 1000. / decode_steps as f64,
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! Tokenizers from GGUF metadata, chat templates, incremental detokenization.
+
+use adaptive_engine_models::{
+    load_model, ChatMessage, ChatTemplate, ChatTemplateInput, IncrementalDetokenizer, KvCacheSize,
+    LoadOptions,
+};
+
+use crate::common::smollm_path;
+
+fn small_options() -> LoadOptions {
+    LoadOptions {
+        kv_cache: KvCacheSize::Blocks(4),
+        block_size: 16,
+        max_seq_len: Some(64),
+        ..LoadOptions::default()
+    }
+}
+
+const MULTILINGUAL: &str = "Hello, world! Grüße aus München. 東京は晴れです。 Привет, мир! \
+     مرحبا 👋🏽🇫🇷 1234567 tabs\tand\nnewlines  double  spaces <|im_start|>";
+
+#[test]
+fn gguf_tokenizer_round_trips_multilingual_and_emoji_text() {
+    let Some(path) = smollm_path() else { return };
+    let model = load_model(&path, &small_options()).expect("load");
+    let encoding = model.tokenizer.encode(MULTILINGUAL, false).expect("encode");
+    let ids = encoding.get_ids();
+    assert!(ids.len() > 20);
+    let decoded = model.tokenizer.decode(ids, false).expect("decode");
+    assert_eq!(decoded, MULTILINGUAL);
+    // The special token is one token, not its characters.
+    assert_eq!(*ids.last().expect("ids"), 1, "<|im_start|> is token 1");
+}
+
+/// SmolLM2's HF tokenizer.json gives these ids (checked against `transformers`).
+#[test]
+fn gguf_tokenizer_matches_known_smollm_ids() {
+    let Some(path) = smollm_path() else { return };
+    let model = load_model(&path, &small_options()).expect("load");
+    let ids = model
+        .tokenizer
+        .encode("<|im_start|>user\nHello", false)
+        .expect("encode")
+        .get_ids()
+        .to_vec();
+    assert_eq!(ids[0], 1);
+    assert_eq!(
+        model.tokenizer.decode(&ids, false).expect("decode"),
+        "<|im_start|>user\nHello"
+    );
+    assert_eq!(model.tokenizer.token_to_id("<|im_end|>"), Some(2));
+    // Digits split one by one (SmolLM's pre-tokenizer).
+    let digits = model.tokenizer.encode("2024", false).expect("encode");
+    assert_eq!(digits.get_ids().len(), 4);
+}
+
+#[test]
+fn smollm_chat_template_renders_chatml() {
+    let Some(path) = smollm_path() else { return };
+    let model = load_model(&path, &small_options()).expect("load");
+    let template = model.chat_template.as_ref().expect("template");
+    let rendered = template
+        .render::<_, serde_json::Value>(&ChatTemplateInput {
+            messages: &[
+                ChatMessage::new("system", "You are terse."),
+                ChatMessage::new("user", "Hi"),
+            ],
+            add_generation_prompt: true,
+            tools: None,
+        })
+        .expect("render");
+    assert_eq!(
+        rendered,
+        "<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    );
+    let default_system = template
+        .render::<_, serde_json::Value>(&ChatTemplateInput {
+            messages: &[ChatMessage::new("user", "Hi")],
+            add_generation_prompt: false,
+            tools: None,
+        })
+        .expect("render");
+    assert_eq!(
+        default_system,
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+    );
+}
+
+#[test]
+fn chat_template_supports_hf_conventions() {
+    let source = "{{ bos_token }}{% for m in messages %}{% if m.role == 'tool' %}{{ raise_exception('no tools here') }}{% endif %}\
+        [{{ m.role | upper }}] {{ m.content.strip() }}{% if not loop.last %}{{ '\\n' }}{% endif %}{% endfor %}\
+        {% if tools is defined %} tools={{ tools | length }}{% endif %}\
+        {% if add_generation_prompt %}{{ eos_token }}{% endif %}";
+    let template = ChatTemplate::new(source, Some("<s>"), Some("</s>")).expect("parse");
+    let tools = vec![serde_json::json!({"type": "function", "function": {"name": "f"}})];
+    let rendered = template
+        .render(&ChatTemplateInput {
+            messages: &[
+                ChatMessage::new("user", "  hi  "),
+                ChatMessage::new("assistant", "yo"),
+            ],
+            add_generation_prompt: true,
+            tools: Some(&tools),
+        })
+        .expect("render");
+    assert_eq!(rendered, "<s>[USER] hi\n[ASSISTANT] yo tools=1</s>");
+    let error = template
+        .render::<_, serde_json::Value>(&ChatTemplateInput {
+            messages: &[ChatMessage::new("tool", "x")],
+            add_generation_prompt: false,
+            tools: None,
+        })
+        .expect_err("raise_exception fails the render");
+    assert!(error.to_string().contains("no tools here"), "{error}");
+}
+
+#[test]
+fn incremental_detokenizer_never_emits_broken_utf8() {
+    let Some(path) = smollm_path() else { return };
+    let model = load_model(&path, &small_options()).expect("load");
+    let ids = model
+        .tokenizer
+        .encode(MULTILINGUAL, false)
+        .expect("encode")
+        .get_ids()
+        .to_vec();
+    let mut detokenizer = IncrementalDetokenizer::new(false);
+    let mut streamed = String::new();
+    let mut pieces = 0;
+    for &id in &ids {
+        if let Some(piece) = detokenizer.push(&model.tokenizer, id).expect("push") {
+            assert!(!piece.contains('\u{FFFD}'), "broken piece {piece:?}");
+            streamed.push_str(&piece);
+            pieces += 1;
+        }
+    }
+    if let Some(rest) = detokenizer.flush(&model.tokenizer).expect("flush") {
+        streamed.push_str(&rest);
+    }
+    assert_eq!(streamed, MULTILINGUAL);
+    // Emoji and CJK span several byte-level tokens: some pushes must have been held back.
+    assert!(
+        pieces < ids.len(),
+        "{pieces} pieces for {} tokens",
+        ids.len()
+    );
+}
