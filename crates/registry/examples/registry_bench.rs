@@ -2,7 +2,7 @@
 //! in the same run.
 //!
 //! ```text
-//! cargo run --release -p adaptive-registry --example registry_bench [-- --synthetic-mib 1024]
+//! cargo run --release -p adaptive-registry --example registry_bench [-- --synthetic-mib 1024 --repeat 3]
 //! ```
 //!
 //! Models: the SmolLM2-135M Q4_1 GGUF (`models/`, fetched by scripts/fetch-model.sh; skipped
@@ -13,7 +13,9 @@
 //! - raw download: one streaming GET into a file, no verification;
 //! - cold load: `ModelCache::resolve` into an empty cache (parallel ranges, sha256 verified).
 //!
-//! Timings use wall-clock `SystemTime`; this is a benchmark, not a test.
+//! Each measurement is repeated (`--repeat`, default 3) and the median reported; download
+//! settings can be varied with `--concurrency` and `--chunk-mib`. Timings use wall-clock
+//! `SystemTime`; this is a benchmark, not a test.
 
 #[path = "../tests/integration/backends.rs"]
 #[allow(dead_code)]
@@ -23,7 +25,8 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use adaptive_registry::{
-    import_model, ImportOptions, ImportRequest, ModelCache, ModelKey, Registry, RegistryStore,
+    import_model, DownloadOptions, ImportOptions, ImportRequest, ModelCache, ModelKey, Registry,
+    RegistryStore,
 };
 use futures::StreamExt;
 use object_store::{ObjectStore, WriteMultipart};
@@ -103,14 +106,15 @@ struct Row {
     cold_load: f64,
 }
 
-async fn bench_model(
+/// One repetition: raw upload, import, raw download, cold load, each of fresh objects/dirs.
+async fn bench_once(
+    download: &DownloadOptions,
     store: &RegistryStore,
     source: &Path,
     key: &str,
     work: &Path,
-) -> BenchResult<Row> {
+) -> BenchResult<[f64; 4]> {
     let options = ImportOptions::default();
-    let size = std::fs::metadata(source)?.len();
     let raw_object = format!("raw/{key}");
     let raw_upload_s = raw_upload(store, source, &raw_object, &options).await?;
 
@@ -123,31 +127,72 @@ async fn bench_model(
     import_model(&Registry::new(store.clone()), &request, &options).await?;
     let import_s = seconds_since(start);
 
-    let raw_download_s = raw_download(store, &raw_object, &work.join(format!("{key}.raw"))).await?;
+    let raw_target = work.join(format!("{key}.raw"));
+    let raw_download_s = raw_download(store, &raw_object, &raw_target).await?;
+    std::fs::remove_file(&raw_target)?;
 
-    let cache = ModelCache::new(store.clone(), work.join(format!("cache-{key}")), 8 << 30);
+    let cache_dir = work.join(format!("cache-{key}"));
+    let cache =
+        ModelCache::new(store.clone(), &cache_dir, 8 << 30).with_download_options(download.clone());
     let start = SystemTime::now();
     cache.resolve(key).await?;
     let cold_load_s = seconds_since(start);
+    std::fs::remove_dir_all(&cache_dir)?;
+    Ok([raw_upload_s, import_s, raw_download_s, cold_load_s])
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// `repeat` repetitions; each column is the median of its repetitions.
+async fn bench_model(
+    download: &DownloadOptions,
+    store: &RegistryStore,
+    source: &Path,
+    key: &str,
+    work: &Path,
+    repeat: usize,
+) -> BenchResult<Row> {
+    let size = std::fs::metadata(source)?.len();
+    let mut runs = Vec::new();
+    for repetition in 0..repeat.max(1) {
+        let run_key = format!("{key}-{repetition}");
+        let run = bench_once(download, store, source, &run_key, work).await?;
+        eprintln!("{run_key}: raw upload, import, raw download, cold load = {run:.2?} s");
+        runs.push(run);
+    }
+    let column = |index: usize| median(runs.iter().map(|run| run[index]).collect());
     Ok(Row {
         model: key.to_owned(),
         mib: size as f64 / (1 << 20) as f64,
-        raw_upload: raw_upload_s,
-        import: import_s,
-        raw_download: raw_download_s,
-        cold_load: cold_load_s,
+        raw_upload: column(0),
+        import: column(1),
+        raw_download: column(2),
+        cold_load: column(3),
     })
 }
 
 #[tokio::main]
 async fn main() -> BenchResult<()> {
     let arguments: Vec<String> = std::env::args().collect();
-    let synthetic_mib = arguments
-        .iter()
-        .position(|argument| argument == "--synthetic-mib")
-        .and_then(|index| arguments.get(index + 1))
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(1024usize);
+    let flag = |name: &str, default: usize| {
+        arguments
+            .iter()
+            .position(|argument| argument == name)
+            .and_then(|index| arguments.get(index + 1))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(default)
+    };
+    let synthetic_mib = flag("--synthetic-mib", 1024);
+    let repeat = flag("--repeat", 3);
+    let defaults = DownloadOptions::default();
+    let download = DownloadOptions {
+        chunk_size: flag("--chunk-mib", (defaults.chunk_size >> 20) as usize) as u64 * (1 << 20),
+        concurrency: flag("--concurrency", defaults.concurrency),
+        ..defaults
+    };
     let Some(backend) = backends::seaweedfs().await else {
         return Err("SeaweedFS binary unavailable".into());
     };
@@ -155,8 +200,23 @@ async fn main() -> BenchResult<()> {
     let mut rows = Vec::new();
     let smollm2 =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if smollm2.is_file() {
-        rows.push(bench_model(&backend.store, &smollm2, "smollm2-135m-q4_1", work.path()).await?);
+    if arguments
+        .iter()
+        .any(|argument| argument == "--skip-smollm2")
+    {
+        eprintln!("skipping SmolLM2 (--skip-smollm2)");
+    } else if smollm2.is_file() {
+        rows.push(
+            bench_model(
+                &download,
+                &backend.store,
+                &smollm2,
+                "smollm2-135m-q4_1",
+                work.path(),
+                repeat,
+            )
+            .await?,
+        );
     } else {
         eprintln!("skipping SmolLM2: {} missing", smollm2.display());
     }
@@ -164,10 +224,12 @@ async fn main() -> BenchResult<()> {
     synthetic_gguf(&synthetic, synthetic_mib)?;
     rows.push(
         bench_model(
+            &download,
             &backend.store,
             &synthetic,
             &format!("synthetic-{synthetic_mib}mib"),
             work.path(),
+            repeat,
         )
         .await?,
     );

@@ -14,10 +14,11 @@
 //! file has the right size the directory is returned as is (sha256 was checked when the files
 //! arrived; re-hashing gigabytes on every start would defeat the cache). Otherwise files whose
 //! size and sha256 already match are kept, everything else is fetched: each file is split into
-//! `chunk_size` ranges and up to `concurrency` range GETs run at once across all files, written
-//! in place with positional writes. Each finished file is hashed and compared with the manifest;
-//! a mismatch or a transfer error deletes the partial file and retries it, up to `attempts`
-//! rounds, after which resolve fails. A file is moved into `files/` only after it verified, and
+//! `chunk_size` ranges and up to `concurrency` range GETs run at once across all files. The
+//! ranges are consumed in order, so a single writer thread appends and hashes each file while
+//! later ranges are still in flight: verification costs no second read. A file whose size or
+//! sha256 differs from the manifest, or a transfer error, deletes the partial copy and retries
+//! it, up to `attempts` rounds, after which resolve fails. A file is moved into `files/` only after it verified, and
 //! the mark is written after the last one, so a crash at any point leaves a directory the next
 //! resolve repairs rather than trusts.
 //!
@@ -30,12 +31,14 @@
 //! When the registry is unreachable but a complete copy is cached, that copy is used with a
 //! warning: a replica can restart during an object-store outage.
 
-use std::os::unix::fs::FileExt;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
-use futures::{StreamExt, TryStreamExt};
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::path::Path as ObjectPath;
+use sha2::{Digest, Sha256};
 
 use crate::error::{RegistryError, Result};
 use crate::import::{join_error, sha256_file, walk_files};
@@ -46,6 +49,8 @@ use crate::registry::Registry;
 
 const PARTIAL_DIR: &str = "partial";
 const LAST_USED_FILE: &str = "last_used";
+/// Chunks queued between the downloader and the writer thread.
+const WRITER_QUEUE: usize = 2;
 
 /// How files are fetched. Defaults: 16 MiB ranges, 8 in flight, 3 attempts per file.
 #[derive(Debug, Clone)]
@@ -250,6 +255,11 @@ impl ModelCache {
 
     /// Fetches `files` into `partial/` with parallel range requests, verifies each and moves
     /// the good ones into `files/`. Returns the files that failed verification.
+    ///
+    /// Ranges are requested `concurrency` at a time but consumed in order (`buffered`), so one
+    /// blocking writer appends each file sequentially and hashes it as it goes: verification
+    /// overlaps the transfer instead of re-reading the file afterwards, and memory stays
+    /// bounded by `concurrency + WRITER_QUEUE` chunks.
     async fn download_round(
         &self,
         key: &ModelKey,
@@ -257,17 +267,23 @@ impl ModelCache {
         partial_dir: &Path,
         files_dir: &Path,
     ) -> Result<Vec<(ManifestFile, RegistryError)>> {
-        let mut targets = Vec::with_capacity(files.len());
-        for file in files {
-            let partial_path = partial_dir.join(&file.path);
-            let handle = create_sized_file(&partial_path, file.size).await?;
-            let object = self
-                .registry
-                .store()
-                .path(&Manifest::file_object(key, &file.path));
-            targets.push((object, Arc::new(handle)));
-        }
         let chunk_size = self.download.chunk_size.max(1);
+        let objects: Vec<ObjectPath> = files
+            .iter()
+            .map(|file| {
+                self.registry
+                    .store()
+                    .path(&Manifest::file_object(key, &file.path))
+            })
+            .collect();
+        let (chunk_sender, chunk_receiver) = tokio::sync::mpsc::channel(WRITER_QUEUE);
+        let writer = {
+            let files = files.to_vec();
+            let partial_dir = partial_dir.to_path_buf();
+            tokio::task::spawn_blocking(move || {
+                write_and_verify(&files, &partial_dir, chunk_receiver)
+            })
+        };
         let chunks = files.iter().enumerate().flat_map(|(index, file)| {
             (0..file.size.div_ceil(chunk_size)).map(move |chunk| {
                 let start = chunk * chunk_size;
@@ -275,36 +291,42 @@ impl ModelCache {
             })
         });
         let store = self.registry.object_store();
-        let targets = &targets;
-        futures::stream::iter(chunks)
+        let objects = &objects;
+        let mut fetched = futures::stream::iter(chunks)
             .map(|(index, range)| async move {
-                let (object, handle) = &targets[index];
-                let start = range.start;
-                let bytes = store
+                let object = &objects[index];
+                store
                     .get_range(object, range)
                     .await
-                    .map_err(RegistryError::store(format!("download {object}")))?;
-                let handle = Arc::clone(handle);
-                tokio::task::spawn_blocking(move || handle.write_all_at(&bytes, start))
-                    .await
-                    .map_err(join_error)?
-                    .map_err(RegistryError::io("write cached chunk"))
+                    .map(|bytes| (index, bytes))
+                    .map_err(RegistryError::store(format!("download {object}")))
             })
-            .buffer_unordered(self.download.concurrency.max(1))
-            .try_collect::<()>()
-            .await?;
+            .buffered(self.download.concurrency.max(1));
+        let mut transfer_error = None;
+        while let Some(chunk) = fetched.next().await {
+            match chunk {
+                Ok(chunk) => {
+                    if chunk_sender.send(chunk).await.is_err() {
+                        break; // the writer failed; its error is reported below
+                    }
+                }
+                Err(error) => {
+                    transfer_error = Some(error);
+                    break;
+                }
+            }
+        }
+        drop(fetched);
+        drop(chunk_sender);
+        let outcomes = writer.await.map_err(join_error)??;
+        if let Some(error) = transfer_error {
+            return Err(error);
+        }
 
         let mut failed = Vec::new();
-        for file in files {
+        for (file, outcome) in files.iter().zip(outcomes) {
             let partial_path = partial_dir.join(&file.path);
-            let verified = {
-                let partial_path = partial_path.clone();
-                let file = file.clone();
-                tokio::task::spawn_blocking(move || verify_file(&partial_path, &file))
-                    .await
-                    .map_err(join_error)?
-            };
-            match verified {
+            match outcome {
                 Ok(()) => {
                     let final_path = files_dir.join(&file.path);
                     create_parent(&final_path).await?;
@@ -337,6 +359,122 @@ impl ModelCache {
         tokio::fs::write(model_dir.join(LAST_USED_FILE), stamp.to_string())
             .await
             .map_err(RegistryError::io("write last_used"))
+    }
+}
+
+/// Appends in-order chunks `(file index, bytes)` to each file's partial copy, hashing as it
+/// writes, and checks every file against the manifest. Fails only on local I/O errors; a file
+/// that does not match is an `Err` in its slot of the returned vector.
+fn write_and_verify(
+    files: &[ManifestFile],
+    partial_dir: &Path,
+    mut chunks: tokio::sync::mpsc::Receiver<(usize, Bytes)>,
+) -> Result<Vec<Result<()>>> {
+    let mut writer = VerifyingWriter {
+        files,
+        partial_dir,
+        outcomes: Vec::with_capacity(files.len()),
+        current: None,
+    };
+    while let Some((index, bytes)) = chunks.blocking_recv() {
+        writer.write(index, &bytes)?;
+    }
+    writer.finish()
+}
+
+struct VerifyingWriter<'a> {
+    files: &'a [ManifestFile],
+    partial_dir: &'a Path,
+    /// One outcome per file, in manifest order, for every file before `current`.
+    outcomes: Vec<Result<()>>,
+    current: Option<PartialFile>,
+}
+
+struct PartialFile {
+    index: usize,
+    file: std::fs::File,
+    hasher: Sha256,
+    written: u64,
+}
+
+impl VerifyingWriter<'_> {
+    fn write(&mut self, index: usize, bytes: &[u8]) -> Result<()> {
+        let is_current = self
+            .current
+            .as_ref()
+            .is_some_and(|partial| partial.index == index);
+        if !is_current {
+            self.close_files_before(index)?;
+            self.current = Some(PartialFile {
+                index,
+                file: self.create(index)?,
+                hasher: Sha256::new(),
+                written: 0,
+            });
+        }
+        if let Some(partial) = self.current.as_mut() {
+            partial
+                .file
+                .write_all(bytes)
+                .map_err(RegistryError::io(format!(
+                    "write {}",
+                    self.files[index].path
+                )))?;
+            partial.hasher.update(bytes);
+            partial.written += bytes.len() as u64;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Vec<Result<()>>> {
+        self.close_files_before(self.files.len())?;
+        Ok(self.outcomes)
+    }
+
+    /// Checks the open file, then every file before `index` that got no chunk (empty files,
+    /// or files cut off by a failed transfer).
+    fn close_files_before(&mut self, index: usize) -> Result<()> {
+        if let Some(partial) = self.current.take() {
+            let outcome = self.check(partial.index, partial.hasher, partial.written);
+            self.outcomes.push(outcome);
+        }
+        while self.outcomes.len() < index {
+            let next = self.outcomes.len();
+            self.create(next)?;
+            let outcome = self.check(next, Sha256::new(), 0);
+            self.outcomes.push(outcome);
+        }
+        Ok(())
+    }
+
+    fn create(&self, index: usize) -> Result<std::fs::File> {
+        let path = self.partial_dir.join(&self.files[index].path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(RegistryError::io(format!("create {}", parent.display())))?;
+        }
+        std::fs::File::create(&path)
+            .map_err(RegistryError::io(format!("create {}", path.display())))
+    }
+
+    fn check(&self, index: usize, hasher: Sha256, written: u64) -> Result<()> {
+        let expected = &self.files[index];
+        if written != expected.size {
+            return Err(RegistryError::SizeMismatch {
+                path: expected.path.clone(),
+                expected: expected.size,
+                actual: written,
+            });
+        }
+        let actual = hex::encode(hasher.finalize());
+        if actual != expected.sha256 {
+            return Err(RegistryError::ChecksumMismatch {
+                path: expected.path.clone(),
+                expected: expected.sha256.clone(),
+                actual,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -456,17 +594,6 @@ async fn create_parent(path: &Path) -> Result<()> {
             .map_err(RegistryError::io(format!("create {}", parent.display())))?;
     }
     Ok(())
-}
-
-async fn create_sized_file(path: &Path, size: u64) -> Result<std::fs::File> {
-    create_parent(path).await?;
-    let file = tokio::fs::File::create(path)
-        .await
-        .map_err(RegistryError::io(format!("create {}", path.display())))?;
-    file.set_len(size)
-        .await
-        .map_err(RegistryError::io(format!("allocate {}", path.display())))?;
-    Ok(file.into_std().await)
 }
 
 async fn remove_file_if_present(path: &Path) -> Result<()> {

@@ -20,8 +20,8 @@ pub fn sha256_of_file(path: &Path) -> String {
     sha256_hex(&std::fs::read(path).expect("read file"))
 }
 
-/// `config.json`, `tokenizer.json` and `model.safetensors` whose tensor data is
-/// `weight_bytes` random bytes (one U8 tensor).
+/// `config.json`, `tokenizer.json`, an empty `added_tokens.json` and `model.safetensors` whose
+/// tensor data is `weight_bytes` random bytes (one U8 tensor).
 pub fn hf_model_dir(root: &Path, weight_bytes: usize, seed: u64) -> PathBuf {
     let directory = root.join(format!("hf-model-{seed}"));
     std::fs::create_dir_all(&directory).expect("model dir");
@@ -35,6 +35,7 @@ pub fn hf_model_dir(root: &Path, weight_bytes: usize, seed: u64) -> PathBuf {
         random_bytes(3000, seed + 1),
     )
     .expect("tokenizer");
+    std::fs::write(directory.join("added_tokens.json"), b"").expect("empty file");
     let header = format!(
         r#"{{"weight":{{"dtype":"U8","shape":[{weight_bytes}],"data_offsets":[0,{weight_bytes}]}}}}"#
     );

@@ -125,7 +125,7 @@ pub async fn multipart_upload_over_100mb_and_parallel_download(backend: &TestBac
     let model_key = key("big-hf");
     let (counted_store, counters) = instrument(&backend.store);
     let summary = import(&counted_store, &source, &model_key).await;
-    assert_eq!(summary.uploaded_files, 3);
+    assert_eq!(summary.uploaded_files, 4);
     assert_eq!(summary.manifest.format, ModelFormat::HfSafetensors);
     assert_eq!(summary.manifest.parameters, Some(110 * MIB as u64));
     assert!(
@@ -159,7 +159,7 @@ pub async fn resume_after_interrupted_upload(backend: &TestBackend) {
         name: Some("Resumed".into()),
     };
 
-    // config.json uploads whole; model.safetensors dies after two parts.
+    // added_tokens.json and config.json upload whole; model.safetensors dies after two parts.
     let (failing_store, counters) = instrument(&backend.store);
     counters.parts_before_failure.store(2, Ordering::SeqCst);
     let interrupted =
@@ -173,7 +173,10 @@ pub async fn resume_after_interrupted_upload(backend: &TestBackend) {
     let summary = import_model(&registry, &request, &import_options())
         .await
         .expect("resumed import");
-    assert_eq!(summary.resumed_files, 1, "config.json was already uploaded");
+    assert_eq!(
+        summary.resumed_files, 2,
+        "the small files were already uploaded"
+    );
     assert_eq!(summary.uploaded_files, 2);
     assert_eq!(summary.manifest.name, "Resumed");
     let leftovers: Vec<String> = object_paths_under(&backend.store, &model_key)
@@ -276,12 +279,12 @@ pub async fn delete_removes_every_object(backend: &TestBackend) {
     let registry = Registry::new(backend.store.clone());
     assert_eq!(
         object_paths_under(&backend.store, &model_key).await.len(),
-        4
+        5
     );
 
     let deleted = registry.delete_model(&model_key).await.expect("delete");
     assert!(deleted.had_manifest);
-    assert_eq!(deleted.objects_deleted, 4, "three files and the manifest");
+    assert_eq!(deleted.objects_deleted, 5, "four files and the manifest");
     assert!(object_paths_under(&backend.store, &model_key)
         .await
         .is_empty());
