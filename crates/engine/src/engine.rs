@@ -186,7 +186,21 @@ fn run_loop(
             }
         }
         if scheduler.has_work() {
-            scheduler.step();
+            let report = scheduler.step();
+            stats.send_replace(scheduler.stats());
+            if report.is_idle() && !handles_gone {
+                // Nothing could be scheduled (cannot happen with a consistent config, since a
+                // lone sequence always fits): wait for a command instead of spinning.
+                match commands.blocking_recv() {
+                    Some(command) => {
+                        if handle_command(&mut scheduler, command).is_break() {
+                            break;
+                        }
+                    }
+                    None => handles_gone = true,
+                }
+            }
+            continue;
         }
         stats.send_replace(scheduler.stats());
     }

@@ -72,10 +72,10 @@ impl TestHarmony {
     }
 
     /// Waits until no sequence holds a KV block (all finished or cancelled).
-    async fn wait_for_idle_engine(&self) {
+    async fn wait_for_idle_engine(&self, model: &str) {
         tokio::time::timeout(
-            Duration::from_secs(30),
-            self.handle.wait_for_model_stats(MODEL, |stats| {
+            Duration::from_secs(120),
+            self.handle.wait_for_model_stats(model, |stats| {
                 stats.kv_blocks_in_use == 0
                     && stats.running_sequences == 0
                     && stats.waiting_sequences == 0
@@ -256,7 +256,7 @@ async fn completions_trim_at_a_stop_string_and_report_logprobs() {
         logprobs["top_logprobs"][0].as_object().expect("map").len(),
         2
     );
-    harmony.wait_for_idle_engine().await;
+    harmony.wait_for_idle_engine(MODEL).await;
     harmony.stop().await;
 }
 
@@ -429,31 +429,26 @@ impl Lcg {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_streams_with_random_disconnects_leave_no_kv_blocks_in_use() {
-    let mut config = HarmonyConfig::for_test();
-    config.engine.max_running_sequences = 16;
-    config.engine.max_batched_tokens = 128;
-    let harmony = Arc::new(
-        TestHarmony::start_with(
-            config,
-            Some(SpawnModel {
-                kv_cache_len: Some(2048),
-                ..fake_model(None)
-            }),
-        )
-        .await,
-    );
+/// Sends `count` streaming chat requests of random lengths, a third of which disconnect after
+/// a few chunks; returns how many ran to `[DONE]`. Every request must end cleanly (200 or 429).
+async fn concurrent_streams_with_disconnects(
+    harmony: &Arc<TestHarmony>,
+    model: &str,
+    count: u64,
+    max_prompt_words: u64,
+    max_tokens: u64,
+) -> usize {
     let mut tasks = Vec::new();
-    for index in 0..64u64 {
-        let harmony = Arc::clone(&harmony);
+    for index in 0..count {
+        let harmony = Arc::clone(harmony);
+        let model = model.to_owned();
         tasks.push(tokio::spawn(async move {
             let mut random = Lcg(index + 1);
-            let prompt = "word ".repeat(1 + random.below(60) as usize);
+            let prompt = "word ".repeat(1 + random.below(max_prompt_words) as usize);
             let disconnect_after = (random.below(3) == 0).then(|| random.below(6) as usize);
             let body = chat_body(
                 &prompt,
-                json!({"stream": true, "max_tokens": 1 + random.below(80), "ignore_eos": true}),
+                json!({"model": model, "stream": true, "max_tokens": 1 + random.below(max_tokens), "ignore_eos": true}),
             );
             let response = harmony
                 .client
@@ -488,8 +483,22 @@ async fn concurrent_streams_with_random_disconnects_leave_no_kv_blocks_in_use() 
             completed += 1;
         }
     }
+    completed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_streams_with_random_disconnects_leave_no_kv_blocks_in_use() {
+    let mut config = HarmonyConfig::for_test();
+    config.engine.max_running_sequences = 16;
+    config.engine.max_batched_tokens = 128;
+    let model = SpawnModel {
+        kv_cache_len: Some(2048),
+        ..fake_model(None)
+    };
+    let harmony = Arc::new(TestHarmony::start_with(config, Some(model)).await);
+    let completed = concurrent_streams_with_disconnects(&harmony, MODEL, 64, 60, 80).await;
     assert!(completed > 0);
-    harmony.wait_for_idle_engine().await;
+    harmony.wait_for_idle_engine(MODEL).await;
     let (_, metrics) = harmony.get_text("/metrics").await;
     assert!(
         metrics.contains("harmony_kv_blocks_used{pool=\"test\",model=\"fake\"} 0"),
@@ -629,4 +638,136 @@ async fn registers_loads_desired_models_reports_draining_and_deregisters() {
     );
     assert_eq!(log.deregistrations.len(), 1);
     assert_eq!(log.deregistrations[0].partition_key, "test-partition");
+}
+
+/// The real SmolLM2-135M-Instruct (Q4_1 GGUF) through the same HTTP surface. Skipped, with a
+/// message, when the model file is missing and `scripts/fetch-model.sh` cannot fetch it.
+mod real_model {
+    use super::*;
+
+    const REAL: &str = "smol";
+
+    fn model_path() -> Option<std::path::PathBuf> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let path = root.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+        if !path.exists() {
+            let fetched = std::process::Command::new("bash")
+                .arg(root.join("scripts/fetch-model.sh"))
+                .status()
+                .is_ok_and(|status| status.success());
+            if !fetched {
+                eprintln!(
+                    "skipping: {} is missing and scripts/fetch-model.sh failed",
+                    path.display()
+                );
+                return None;
+            }
+        }
+        Some(path)
+    }
+
+    async fn start_real(config: HarmonyConfig) -> Option<TestHarmony> {
+        let path = model_path()?;
+        let model = SpawnModel {
+            key: REAL.to_owned(),
+            path: path.display().to_string(),
+            max_seq_len: Some(2048),
+            kv_cache_len: Some(16 * 1024),
+        };
+        Some(TestHarmony::start_with(config, Some(model)).await)
+    }
+
+    fn ask(question: &str, max_tokens: u32) -> Value {
+        json!({
+            "model": REAL,
+            "messages": [{"role": "user", "content": question}],
+            "temperature": 0,
+            "max_tokens": max_tokens,
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn real_model_answers_in_english_deterministically_alone_batched_and_cached() {
+        let Some(harmony) = start_real(HarmonyConfig::for_test()).await else {
+            return;
+        };
+        let question = ask("What is the capital of France?", 24);
+        let (status, alone) = harmony.post("/v1/chat/completions", &question).await;
+        assert_eq!(status, 200, "{alone}");
+        let answer = alone["choices"][0]["message"]["content"]
+            .as_str()
+            .expect("text")
+            .to_owned();
+        eprintln!("answer: {answer:?}");
+        assert!(answer.contains("Paris"), "{answer}");
+        let letters = answer
+            .chars()
+            .filter(|c| c.is_ascii_alphabetic() || *c == ' ')
+            .count();
+        assert!(
+            letters * 10 >= answer.chars().count() * 8,
+            "mostly English letters: {answer}"
+        );
+
+        // Repeated: same text, and the prompt's full blocks come from the prefix cache.
+        let (_, repeated) = harmony.post("/v1/chat/completions", &question).await;
+        assert_eq!(repeated["choices"][0]["message"]["content"], answer);
+        assert!(
+            repeated["usage"]["prompt_tokens_details"]["cached_tokens"]
+                .as_u64()
+                .unwrap_or(0)
+                > 0
+        );
+
+        // Batched with 7 other prompts of different lengths.
+        let harmony = Arc::new(harmony);
+        let mut others = Vec::new();
+        for index in 0..7 {
+            let harmony = Arc::clone(&harmony);
+            others.push(tokio::spawn(async move {
+                let filler = "Tell me about the weather. ".repeat(1 + index * 3);
+                harmony
+                    .post("/v1/chat/completions", &ask(&filler, 8 + index as u32 * 4))
+                    .await
+            }));
+        }
+        let (_, batched) = harmony
+            .post(
+                "/v1/chat/completions",
+                &ask("What is the capital of France?", 24),
+            )
+            .await;
+        for other in others {
+            assert_eq!(other.await.expect("task").0, 200);
+        }
+        assert_eq!(batched["choices"][0]["message"]["content"], answer);
+        harmony.wait_for_idle_engine(REAL).await;
+        if let Ok(harmony) = Arc::try_unwrap(harmony) {
+            harmony.stop().await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn real_model_survives_64_concurrent_streams_with_disconnects() {
+        let mut config = HarmonyConfig::for_test();
+        config.engine.max_running_sequences = 64;
+        config.engine.max_batched_tokens = 256;
+        let Some(harmony) = start_real(config).await else {
+            return;
+        };
+        let harmony = Arc::new(harmony);
+        let completed = concurrent_streams_with_disconnects(&harmony, REAL, 64, 40, 12).await;
+        assert!(completed > 0);
+        harmony.wait_for_idle_engine(REAL).await;
+        let (status, body) = harmony
+            .post("/v1/chat/completions", &ask(&"long ".repeat(3000), 4))
+            .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("context_length_exceeded"))
+        );
+        if let Ok(harmony) = Arc::try_unwrap(harmony) {
+            harmony.stop().await;
+        }
+    }
 }
