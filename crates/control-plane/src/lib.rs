@@ -1,1 +1,293 @@
-//! The control plane: configuration, metadata store, domain, GraphQL and REST management API, harmony registry
+//! The control plane: configuration, metadata store, domain, GraphQL and REST management API,
+//! and the harmony replica registry.
+//!
+//! # Embedding it (`adaptive control-plane`, `adaptive serve`, tests)
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! use adaptive_control_plane::{bootstrap, config::Config, ControlPlane};
+//!
+//! // Embedded defaults under a data directory: SQLite, in-process registry.
+//! let config = Config::embedded("./.adaptive");
+//! let control_plane = ControlPlane::build(config, Default::default()).await?;
+//!
+//! // First start: admin + API key (print it once), default project, a local model.
+//! if let Some(admin) = control_plane.bootstrap_admin().await? {
+//!     println!("api key: {}", admin.api_key.expose());
+//! }
+//! bootstrap::ensure_default_project(control_plane.store()).await?;
+//! bootstrap::register_and_deploy_local_model(
+//!     control_plane.store(), bootstrap::DEFAULT_PROJECT_KEY, "smollm2", "/models/smollm2.gguf",
+//! ).await?;
+//!
+//! // Either mount the routers yourself...
+//! let _public = control_plane.public_router();   // port 9000: /health /ready /api/graphql
+//! let _internal = control_plane.internal_router(); // port 9009: /metrics, harmony registration
+//! // ...or let the control plane bind `server.bind` / `server.bind_internal` and serve.
+//! let running = control_plane.start().await?;
+//! running.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! # What the gateway uses
+//!
+//! - [`ControlPlane::store`] -> [`store::MetadataStore`]: `resolve_model_service`,
+//!   `insert_interactions` (idempotent by completion id), `insert_scores`.
+//! - [`ControlPlane::registry`] -> [`registry::SharedRegistry`], with
+//!   [`registry::routable_replicas_for_model`].
+//!
+//! # Modules
+//!
+//! - [`config`]: TOML + `ADAPTIVE_*` environment -> [`config::Config`] and [`config::Secrets`].
+//! - [`store`]: the metadata store (PostgreSQL or SQLite behind one implementation).
+//! - [`registry`]: harmony replicas (in-process or Redis).
+//! - [`http`], [`graphql`], [`auth`]: the API surfaces.
+//! - [`bootstrap`]: first-start steps.
+
+pub mod auth;
+pub mod bootstrap;
+pub mod config;
+pub mod error;
+pub mod graphql;
+pub mod http;
+pub mod inference_adapters;
+pub mod registry;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio_util::sync::CancellationToken;
+
+use config::{Config, Secrets};
+use http::telemetry::ServerMetrics;
+use http::{AppState, HeartbeatPolicy};
+use registry::{InProcessRegistry, RedisRegistry, SharedRegistry};
+use store::{DatabaseTarget, MetadataStore, StoreOptions};
+
+/// Building the control plane failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("metadata store: {0}")]
+    Store(#[from] store::StoreError),
+    #[error("replica registry: {0}")]
+    Registry(#[from] registry::RegistryError),
+    #[error("cannot read the secret {0}")]
+    Secret(#[from] config::SecretReadError),
+    #[error("cannot bind {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A built control plane: its stores and API, not yet serving.
+pub struct ControlPlane {
+    config: Config,
+    secrets: Secrets,
+    state: AppState,
+    /// The inference API (`/api/v1/chat/completions`, ...), mounted on the public port.
+    gateway: adaptive_gateway::GatewayState,
+    /// Writes the gateway's interactions; flushed on shutdown after the servers drain.
+    recorder: adaptive_gateway::Recorder,
+}
+
+impl ControlPlane {
+    /// Connect the metadata store (migrating if `db.run_migrations`), the replica registry
+    /// (Redis when `redis.url` is set, in-process otherwise), and build the API.
+    pub async fn build(config: Config, secrets: Secrets) -> Result<Self, BuildError> {
+        let target = DatabaseTarget::from_config(&config, &secrets)?;
+        tracing::info!(
+            backend = target.backend_name(),
+            "connecting the metadata store"
+        );
+        let store = MetadataStore::connect(target, StoreOptions::from_config(&config)).await?;
+        let registry: SharedRegistry = match &secrets.redis_url {
+            Some(source) => {
+                let url = source.read("redis.url")?;
+                Arc::new(RedisRegistry::connect(url.expose(), &config.redis.key_prefix).await?)
+            }
+            None => Arc::new(InProcessRegistry::new()),
+        };
+        Ok(Self::from_parts(config, secrets, store, registry))
+    }
+
+    /// Assemble from an existing store and registry (tests, `serve`).
+    pub fn from_parts(
+        config: Config,
+        secrets: Secrets,
+        store: MetadataStore,
+        registry: SharedRegistry,
+    ) -> Self {
+        let schema = graphql::build_schema(
+            store.clone(),
+            registry.clone(),
+            config.app.enable_gql_schema_introspection,
+        );
+        let mut gateway_metrics = None;
+        let metrics = ServerMetrics::with_extra_metrics(|metrics_registry| {
+            gateway_metrics = Some(adaptive_gateway::GatewayMetrics::register(metrics_registry));
+        });
+        let (recorder, recorder_handle) = adaptive_gateway::Recorder::spawn(
+            Arc::new(inference_adapters::StoreInteractionSink::new(store.clone())),
+            adaptive_gateway::RecorderConfig::default(),
+        );
+        let gateway = adaptive_gateway::GatewayState::new(
+            gateway_config(&config),
+            inference_adapters::directory(store.clone(), registry.clone()),
+            recorder_handle,
+            gateway_metrics.unwrap_or_else(adaptive_gateway::GatewayMetrics::unregistered),
+        )
+        .expect("the gateway's HTTP client builds with static settings");
+        let state = AppState {
+            store,
+            registry,
+            metrics: Arc::new(metrics),
+            heartbeat: HeartbeatPolicy {
+                interval: Duration::from_millis(config.harmony.heartbeat_interval_ms),
+                ttl: Duration::from_millis(config.harmony.replica_ttl_ms),
+            },
+            schema,
+        };
+        Self {
+            config,
+            secrets,
+            state,
+            gateway,
+            recorder,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn store(&self) -> &MetadataStore {
+        &self.state.store
+    }
+
+    pub fn registry(&self) -> SharedRegistry {
+        self.state.registry.clone()
+    }
+
+    /// Port 9000: `/health`, `/ready`, `/api/graphql`, `/api/openapi.json`.
+    pub fn public_router(&self) -> Router {
+        http::public_router(self.state.clone())
+            .merge(adaptive_gateway::router(self.gateway.clone()))
+    }
+
+    /// Port 9009: `/metrics`, `/internal/harmony/register`, `/internal/harmony/deregister`.
+    pub fn internal_router(&self) -> Router {
+        http::internal_router(self.state.clone())
+    }
+
+    /// See [`bootstrap::ensure_bootstrap_admin`].
+    pub async fn bootstrap_admin(
+        &self,
+    ) -> Result<Option<bootstrap::BootstrapAdmin>, store::StoreError> {
+        bootstrap::ensure_bootstrap_admin(
+            &self.state.store,
+            &self.config.auth.default_team,
+            &self.secrets,
+        )
+        .await
+    }
+
+    /// Bind `server.bind` and `server.bind_internal` and serve both routers until
+    /// [`RunningControlPlane::shutdown`].
+    pub async fn start(self) -> Result<RunningControlPlane, BuildError> {
+        let bind = |address: SocketAddr| async move {
+            tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|source| BuildError::Bind { address, source })
+        };
+        let public_listener = bind(self.config.server.bind).await?;
+        let internal_listener = bind(self.config.server.bind_internal).await?;
+        let public_addr = local_addr(&public_listener, self.config.server.bind)?;
+        let internal_addr = local_addr(&internal_listener, self.config.server.bind_internal)?;
+        let shutdown = CancellationToken::new();
+        let servers = vec![
+            spawn_server(public_listener, self.public_router(), shutdown.clone()),
+            spawn_server(internal_listener, self.internal_router(), shutdown.clone()),
+        ];
+        tracing::info!(%public_addr, %internal_addr, "control plane serving");
+        Ok(RunningControlPlane {
+            public_addr,
+            internal_addr,
+            shutdown,
+            servers,
+            grace: Duration::from_secs(self.config.server.shutdown_grace_seconds),
+            store: self.state.store.clone(),
+            recorder: self.recorder,
+        })
+    }
+}
+
+fn local_addr(
+    listener: &tokio::net::TcpListener,
+    address: SocketAddr,
+) -> Result<SocketAddr, BuildError> {
+    listener
+        .local_addr()
+        .map_err(|source| BuildError::Bind { address, source })
+}
+
+fn spawn_server(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "server stopped with an error");
+        }
+    })
+}
+
+/// A serving control plane.
+pub struct RunningControlPlane {
+    pub public_addr: SocketAddr,
+    pub internal_addr: SocketAddr,
+    shutdown: CancellationToken,
+    servers: Vec<tokio::task::JoinHandle<()>>,
+    grace: Duration,
+    store: MetadataStore,
+    recorder: adaptive_gateway::Recorder,
+}
+
+impl RunningControlPlane {
+    /// Stop accepting connections, let in-flight requests finish within the grace period,
+    /// then close the store.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let drained = tokio::time::timeout(self.grace, futures::future::join_all(self.servers));
+        if drained.await.is_err() {
+            tracing::warn!(
+                grace_seconds = self.grace.as_secs(),
+                "in-flight requests did not finish within the grace period"
+            );
+        }
+        // In-flight requests have queued their interactions by now; write them before the
+        // store closes.
+        let written = self.recorder.shutdown(self.grace).await;
+        tracing::info!(written, "interactions flushed");
+        self.store.close().await;
+    }
+}
+
+/// Timeouts for calls from the gateway to harmony (`server.timeout_seconds` bounds the wait for
+/// a first token and between tokens, as the reference's 60 s default does).
+fn gateway_config(config: &Config) -> adaptive_gateway::GatewayConfig {
+    let timeout = Duration::from_secs(config.server.timeout_seconds.max(1));
+    adaptive_gateway::GatewayConfig {
+        first_token_timeout: timeout,
+        idle_timeout: timeout,
+        ..adaptive_gateway::GatewayConfig::default()
+    }
+}

@@ -1,0 +1,715 @@
+//! Interactions: `completions(filter, page, order)`, `completionsGrouped(groupBy, ...)`,
+//! `completion(project, id)`.
+//!
+//! The SDK sends its filters as `advancedFilter: {and: [...]}`. Conjunctions of the conditions
+//! it builds (model, time range, session, completion id, label, prompt hash, source, created
+//! by) are translated into a [`CompletionFilter`]; `or`, `not`, score and text conditions
+//! answer `not_supported` with a message that says which.
+
+use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, ID};
+
+use super::metrics::MetricView;
+use super::scalars::{IdOrKey, InputDatetime, Timestamp};
+use super::{optional, store, GqlResult, OrGql};
+use crate::error::ApiError;
+use crate::store::{
+    Completion, CompletionFilter, CompletionGroupBy as StoreGroupBy, MetadataStore, PageRequest,
+    Score, ScoreStats,
+};
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum CompletionSource {
+    Live,
+    Offline,
+    Automation,
+    Dataset,
+    Evaluation,
+}
+
+impl CompletionSource {
+    fn as_str(self) -> &'static str {
+        match self {
+            CompletionSource::Live => "LIVE",
+            CompletionSource::Offline => "OFFLINE",
+            CompletionSource::Automation => "AUTOMATION",
+            CompletionSource::Dataset => "DATASET",
+            CompletionSource::Evaluation => "EVALUATION",
+        }
+    }
+
+    fn parse(text: &str) -> Self {
+        match text {
+            "OFFLINE" => CompletionSource::Offline,
+            "AUTOMATION" => CompletionSource::Automation,
+            "DATASET" => CompletionSource::Dataset,
+            "EVALUATION" => CompletionSource::Evaluation,
+            _ => CompletionSource::Live,
+        }
+    }
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum CompletionGroupBy {
+    Model,
+    Prompt,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum SortDirection {
+    Asc,
+    Desc,
+}
+
+// === inputs ===
+
+#[derive(InputObject)]
+pub struct CursorPageInput {
+    pub first: Option<i64>,
+    pub after: Option<String>,
+    pub before: Option<String>,
+    pub last: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+#[derive(InputObject)]
+pub struct OrderPair {
+    pub field: String,
+    pub order: SortDirection,
+}
+
+#[derive(InputObject)]
+pub struct TimeRange {
+    pub from: InputDatetime,
+    pub to: InputDatetime,
+}
+
+#[derive(InputObject)]
+pub struct LabelFilter {
+    pub key: String,
+    pub value: Option<Vec<String>>,
+}
+
+#[derive(InputObject)]
+pub struct CompletionScoreFilterInput {
+    pub metric: String,
+    pub gt: Option<f64>,
+    pub gte: Option<f64>,
+    pub eq: Option<f64>,
+    pub neq: Option<f64>,
+    pub lt: Option<f64>,
+    pub lte: Option<f64>,
+    pub reasons: Option<Vec<String>>,
+}
+
+#[derive(InputObject)]
+pub struct CompletionComparisonFilterInput {
+    pub metric: String,
+}
+
+#[derive(InputObject)]
+pub struct IdOrKeyCondition {
+    pub eq: Option<String>,
+    #[graphql(name = "in")]
+    pub in_: Option<Vec<String>>,
+    pub neq: Option<String>,
+}
+
+#[derive(InputObject)]
+pub struct StringCondition {
+    pub eq: Option<String>,
+    #[graphql(name = "in")]
+    pub in_: Option<Vec<String>>,
+    pub neq: Option<String>,
+}
+
+#[derive(InputObject)]
+pub struct TextCondition {
+    pub eq: Option<String>,
+    pub contains: Option<String>,
+}
+
+#[derive(InputObject)]
+pub struct FloatNumericCondition {
+    pub eq: Option<f64>,
+    pub neq: Option<f64>,
+    pub gt: Option<f64>,
+    pub gte: Option<f64>,
+    pub lt: Option<f64>,
+    pub lte: Option<f64>,
+}
+
+#[derive(InputObject)]
+pub struct LabelCondition {
+    pub key: String,
+    pub value: Option<StringCondition>,
+}
+
+#[derive(InputObject)]
+pub struct ScoreCondition {
+    pub metric: String,
+    pub value: Option<FloatNumericCondition>,
+    pub reasons: Option<Vec<String>>,
+}
+
+#[derive(InputObject)]
+pub struct CompletionFilterExpression {
+    pub and: Option<Vec<CompletionFilterExpression>>,
+    pub or: Option<Vec<CompletionFilterExpression>>,
+    pub not: Option<Box<CompletionFilterExpression>>,
+    pub timerange: Option<TimeRange>,
+    pub model: Option<IdOrKeyCondition>,
+    pub label: Option<LabelCondition>,
+    pub scores: Option<ScoreCondition>,
+    pub source: Option<CompletionSource>,
+    pub prompt_hash: Option<StringCondition>,
+    pub session_id: Option<String>,
+    pub created_by: Option<IdOrKeyCondition>,
+    pub completion_id: Option<String>,
+    pub completion: Option<TextCondition>,
+    pub prompt: Option<TextCondition>,
+}
+
+#[derive(InputObject)]
+pub struct ListCompletionsFilterInput {
+    pub project: String,
+    pub models: Option<Vec<String>>,
+    pub timerange: Option<TimeRange>,
+    pub session_id: Option<String>,
+    pub created_by: Option<String>,
+    pub scores: Option<Vec<CompletionScoreFilterInput>>,
+    pub comparisons: Option<Vec<CompletionComparisonFilterInput>>,
+    pub labels: Option<Vec<LabelFilter>>,
+    pub prompt_hash: Option<String>,
+    pub completion_id: Option<String>,
+    pub source: Option<Vec<CompletionSource>>,
+    pub completion: Option<String>,
+    pub prompt: Option<String>,
+    pub advanced_filter: Option<CompletionFilterExpression>,
+}
+
+fn not_supported(what: &str) -> async_graphql::Error {
+    ApiError::NotSupported(format!("completion filters do not support {what} yet")).into_graphql()
+}
+
+async fn model_ids(store: &MetadataStore, ids_or_keys: &[String]) -> GqlResult<Vec<String>> {
+    let mut ids = Vec::with_capacity(ids_or_keys.len());
+    for id_or_key in ids_or_keys {
+        // An unknown model matches nothing rather than failing the query.
+        match store.find_model(id_or_key).await.gql()? {
+            Some(model) => ids.push(model.id),
+            None => ids.push(String::new()),
+        }
+    }
+    Ok(ids)
+}
+
+/// Fold one conjunct of the advanced filter into `filter`.
+async fn apply_expression(
+    store: &MetadataStore,
+    expression: &CompletionFilterExpression,
+    filter: &mut CompletionFilter,
+) -> GqlResult<()> {
+    if let Some(conjuncts) = &expression.and {
+        for conjunct in conjuncts {
+            Box::pin(apply_expression(store, conjunct, filter)).await?;
+        }
+    }
+    if expression.or.is_some() {
+        return Err(not_supported("'or'"));
+    }
+    if expression.not.is_some() {
+        return Err(not_supported("'not'"));
+    }
+    if expression.scores.is_some() {
+        return Err(not_supported("score conditions"));
+    }
+    if expression.completion.is_some() || expression.prompt.is_some() {
+        return Err(not_supported("text conditions"));
+    }
+    if let Some(range) = &expression.timerange {
+        filter.from_ms = Some(range.from.0);
+        filter.to_ms = Some(range.to.0);
+    }
+    if let Some(model) = &expression.model {
+        if model.neq.is_some() {
+            return Err(not_supported("model 'neq'"));
+        }
+        let wanted: Vec<String> = model
+            .eq
+            .iter()
+            .cloned()
+            .chain(model.in_.iter().flatten().cloned())
+            .collect();
+        filter.model_ids.extend(model_ids(store, &wanted).await?);
+    }
+    if let Some(label) = &expression.label {
+        let values = match &label.value {
+            None => Vec::new(),
+            Some(condition) => {
+                if condition.neq.is_some() {
+                    return Err(not_supported("label 'neq'"));
+                }
+                condition
+                    .eq
+                    .iter()
+                    .cloned()
+                    .chain(condition.in_.iter().flatten().cloned())
+                    .collect()
+            }
+        };
+        filter.labels.push((label.key.clone(), values));
+    }
+    if let Some(source) = expression.source {
+        filter.sources.push(source.as_str().to_owned());
+    }
+    if let Some(prompt_hash) = &expression.prompt_hash {
+        let Some(hash) = &prompt_hash.eq else {
+            return Err(not_supported("prompt hash conditions other than 'eq'"));
+        };
+        filter.prompt_hash = Some(hash.clone());
+    }
+    if let Some(session_id) = &expression.session_id {
+        filter.session_id = Some(session_id.clone());
+    }
+    if let Some(created_by) = &expression.created_by {
+        let Some(user) = &created_by.eq else {
+            return Err(not_supported("created-by conditions other than 'eq'"));
+        };
+        filter.created_by = Some(user.clone());
+    }
+    if let Some(completion_id) = &expression.completion_id {
+        filter.completion_id = Some(completion_id.clone());
+    }
+    Ok(())
+}
+
+async fn to_store_filter(
+    store: &MetadataStore,
+    input: &ListCompletionsFilterInput,
+) -> GqlResult<CompletionFilter> {
+    let project = store.get_project(&input.project).await.gql()?;
+    if input
+        .scores
+        .as_ref()
+        .is_some_and(|scores| !scores.is_empty())
+    {
+        return Err(not_supported("score conditions"));
+    }
+    if input.comparisons.as_ref().is_some_and(|c| !c.is_empty()) {
+        return Err(not_supported("comparison conditions"));
+    }
+    if input.completion.is_some() || input.prompt.is_some() {
+        return Err(not_supported("text conditions"));
+    }
+    let mut filter = CompletionFilter {
+        project_id: project.id,
+        session_id: input.session_id.clone(),
+        created_by: input.created_by.clone(),
+        completion_id: input.completion_id.clone(),
+        prompt_hash: input.prompt_hash.clone(),
+        from_ms: input.timerange.as_ref().map(|range| range.from.0),
+        to_ms: input.timerange.as_ref().map(|range| range.to.0),
+        sources: input
+            .source
+            .iter()
+            .flatten()
+            .map(|source| source.as_str().to_owned())
+            .collect(),
+        labels: input
+            .labels
+            .iter()
+            .flatten()
+            .map(|label| (label.key.clone(), label.value.clone().unwrap_or_default()))
+            .collect(),
+        model_ids: Vec::new(),
+    };
+    if let Some(models) = &input.models {
+        filter.model_ids = model_ids(store, models).await?;
+    }
+    if let Some(expression) = &input.advanced_filter {
+        apply_expression(store, expression, &mut filter).await?;
+    }
+    Ok(filter)
+}
+
+fn to_page(page: &CursorPageInput) -> GqlResult<PageRequest> {
+    if page.before.is_some() || page.last.is_some() {
+        return Err(ApiError::NotSupported(
+            "backward pagination (before/last) is not supported; use first/after".to_owned(),
+        )
+        .into_graphql());
+    }
+    Ok(PageRequest {
+        first: page.first,
+        after: page.after.clone(),
+        offset: page.offset,
+    })
+}
+
+/// Ascending only when the first order pair asks for it on `created_at`.
+fn ascending(order: &Option<Vec<OrderPair>>) -> GqlResult<bool> {
+    let Some(first) = order.as_ref().and_then(|pairs| pairs.first()) else {
+        return Ok(false);
+    };
+    if first.field != "created_at" {
+        return Err(ApiError::InvalidRequest(format!(
+            "completions can be ordered by 'created_at' only, not '{}'",
+            first.field
+        ))
+        .into_graphql());
+    }
+    Ok(first.order == SortDirection::Asc)
+}
+
+// === outputs ===
+
+#[derive(SimpleObject)]
+pub struct PageInfo {
+    pub has_next_page: bool,
+    pub has_previous_page: bool,
+    pub start_cursor: Option<String>,
+    pub end_cursor: Option<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct ChatMessageView {
+    pub role: String,
+    pub content: String,
+}
+
+#[derive(SimpleObject)]
+#[graphql(name = "CompletionLabel")]
+pub struct LabelView {
+    pub key: String,
+    pub value: String,
+}
+
+#[derive(SimpleObject)]
+pub struct Usage {
+    pub completion_tokens: i64,
+    pub prompt_tokens: i64,
+    pub total_tokens: i64,
+}
+
+#[derive(SimpleObject)]
+pub struct CompletionMetadata {
+    pub parameters: Option<async_graphql::Json<serde_json::Value>>,
+    pub timings: Option<async_graphql::Json<serde_json::Value>>,
+    pub usage: Option<Usage>,
+    pub system: Option<async_graphql::Json<serde_json::Value>>,
+}
+
+#[derive(SimpleObject)]
+#[graphql(name = "CompletionModel")]
+pub struct CompletionModelView {
+    pub id: ID,
+    pub key: String,
+    pub name: String,
+}
+
+#[derive(SimpleObject)]
+#[graphql(name = "CompletionProject")]
+pub struct CompletionProjectView {
+    pub id: ID,
+    pub key: String,
+    pub name: String,
+}
+
+pub struct DirectScoreView(pub Score);
+
+#[Object(name = "DirectScore")]
+impl DirectScoreView {
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+    async fn value(&self) -> f64 {
+        self.0.value
+    }
+    async fn metric(&self, context: &Context<'_>) -> GqlResult<Option<MetricView>> {
+        let metric = store(context)?.find_metric(&self.0.metric_id).await.gql()?;
+        Ok(metric.map(MetricView))
+    }
+    async fn reason(&self) -> Option<&str> {
+        self.0.reason.as_deref()
+    }
+    async fn details(&self) -> Option<&str> {
+        self.0.details.as_deref()
+    }
+    async fn created_at(&self) -> Timestamp {
+        Timestamp(self.0.created_at)
+    }
+}
+
+/// Preference scores are not recorded yet; the type exists so the SDK's selections validate.
+pub struct ComparisonScoreView;
+
+#[Object(name = "ComparisonScore")]
+impl ComparisonScoreView {
+    async fn id(&self) -> ID {
+        ID(String::new())
+    }
+    async fn created_at(&self) -> Timestamp {
+        Timestamp(0)
+    }
+    async fn project(&self) -> Option<CompletionProjectView> {
+        None
+    }
+    async fn metric(&self) -> Option<CompletionModelView> {
+        None
+    }
+    async fn prefered_completion(&self) -> Option<CompletionView> {
+        None
+    }
+    async fn other_completion(&self) -> Option<CompletionView> {
+        None
+    }
+}
+
+pub struct CompletionView(pub Completion);
+
+#[Object(name = "Completion")]
+impl CompletionView {
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+    async fn prompt_hash(&self) -> &str {
+        &self.0.prompt_hash
+    }
+    async fn chat_messages(&self) -> Vec<ChatMessageView> {
+        self.0
+            .chat_messages
+            .iter()
+            .map(|message| ChatMessageView {
+                role: message.role.clone(),
+                content: message.content.clone(),
+            })
+            .collect()
+    }
+    async fn completion(&self) -> Option<&str> {
+        self.0.completion.as_deref()
+    }
+    async fn source(&self) -> CompletionSource {
+        CompletionSource::parse(&self.0.source)
+    }
+    async fn session_id(&self) -> Option<&str> {
+        self.0.session_id.as_deref()
+    }
+    async fn model(&self, context: &Context<'_>) -> GqlResult<Option<CompletionModelView>> {
+        let Some(model_id) = &self.0.model_id else {
+            return Ok(None);
+        };
+        let model = store(context)?.find_model(model_id).await.gql()?;
+        Ok(model.map(|model| CompletionModelView {
+            id: ID(model.id),
+            key: model.key,
+            name: model.name,
+        }))
+    }
+    async fn direct_scores(&self, context: &Context<'_>) -> GqlResult<Vec<DirectScoreView>> {
+        let scores = store(context)?
+            .scores_for_completion(&self.0.id)
+            .await
+            .gql()?;
+        Ok(scores.into_iter().map(DirectScoreView).collect())
+    }
+    async fn comparison_scores(&self) -> Vec<ComparisonScoreView> {
+        Vec::new()
+    }
+    async fn labels(&self) -> Vec<LabelView> {
+        self.0
+            .labels
+            .iter()
+            .map(|label| LabelView {
+                key: label.key.clone(),
+                value: label.value.clone(),
+            })
+            .collect()
+    }
+    async fn metadata(&self) -> CompletionMetadata {
+        let field = |name: &str| {
+            self.0
+                .metadata
+                .get(name)
+                .filter(|value| !value.is_null())
+                .cloned()
+                .map(async_graphql::Json)
+        };
+        CompletionMetadata {
+            parameters: field("parameters"),
+            timings: field("timings"),
+            system: field("system"),
+            usage: Some(Usage {
+                completion_tokens: self.0.completion_tokens,
+                prompt_tokens: self.0.prompt_tokens,
+                total_tokens: self.0.prompt_tokens + self.0.completion_tokens,
+            }),
+        }
+    }
+    async fn created_at(&self) -> Timestamp {
+        Timestamp(self.0.created_at)
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct CompletionConnection {
+    pub total_count: i64,
+    pub page_info: PageInfo,
+    pub nodes: Vec<CompletionView>,
+}
+
+#[derive(SimpleObject)]
+#[graphql(name = "DirectScoresStats")]
+pub struct ScoreStatsView {
+    pub metric: MetricView,
+    pub scores: i64,
+    pub average: Option<f64>,
+    pub max: Option<f64>,
+    pub min: Option<f64>,
+    pub stddev: Option<f64>,
+    pub sum: Option<f64>,
+}
+
+impl From<ScoreStats> for ScoreStatsView {
+    fn from(stats: ScoreStats) -> Self {
+        Self {
+            metric: MetricView(stats.metric),
+            scores: stats.scores,
+            average: Some(stats.average),
+            max: Some(stats.max),
+            min: Some(stats.min),
+            stddev: Some(stats.stddev),
+            sum: Some(stats.sum),
+        }
+    }
+}
+
+pub struct CompletionGroupView {
+    key: String,
+    count: i64,
+    filter: CompletionFilter,
+}
+
+#[Object(name = "CompletionGroup")]
+impl CompletionGroupView {
+    async fn key(&self) -> &str {
+        &self.key
+    }
+    async fn count(&self) -> i64 {
+        self.count
+    }
+    async fn direct_scores_stats(&self, context: &Context<'_>) -> GqlResult<Vec<ScoreStatsView>> {
+        let stats = store(context)?.score_stats(&self.filter).await.gql()?;
+        Ok(stats.into_iter().map(ScoreStatsView::from).collect())
+    }
+    async fn completions(
+        &self,
+        context: &Context<'_>,
+        page: CursorPageInput,
+        order: Option<Vec<OrderPair>>,
+    ) -> GqlResult<CompletionConnection> {
+        list_page(store(context)?, &self.filter, &page, &order).await
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct CompletionGroupConnection {
+    pub total_count: i64,
+    pub group_by: CompletionGroupBy,
+    pub page_info: PageInfo,
+    pub nodes: Vec<CompletionGroupView>,
+}
+
+async fn list_page(
+    store: &MetadataStore,
+    filter: &CompletionFilter,
+    page: &CursorPageInput,
+    order: &Option<Vec<OrderPair>>,
+) -> GqlResult<CompletionConnection> {
+    let page = store
+        .list_completions(filter, &to_page(page)?, ascending(order)?)
+        .await
+        .gql()?;
+    Ok(CompletionConnection {
+        total_count: page.total_count,
+        page_info: PageInfo {
+            has_next_page: page.has_next_page,
+            has_previous_page: false,
+            start_cursor: None,
+            end_cursor: page.end_cursor,
+        },
+        nodes: page.nodes.into_iter().map(CompletionView).collect(),
+    })
+}
+
+#[derive(Default)]
+pub struct CompletionQueries;
+
+#[Object]
+impl CompletionQueries {
+    async fn completions(
+        &self,
+        context: &Context<'_>,
+        filter: ListCompletionsFilterInput,
+        page: CursorPageInput,
+        order: Option<Vec<OrderPair>>,
+    ) -> GqlResult<CompletionConnection> {
+        let store = store(context)?;
+        let filter = to_store_filter(store, &filter).await?;
+        list_page(store, &filter, &page, &order).await
+    }
+
+    async fn completions_grouped(
+        &self,
+        context: &Context<'_>,
+        group_by: CompletionGroupBy,
+        filter: ListCompletionsFilterInput,
+        page: CursorPageInput,
+        #[graphql(name = "order")] _order: Option<Vec<OrderPair>>,
+    ) -> GqlResult<CompletionGroupConnection> {
+        let store = store(context)?;
+        let filter = to_store_filter(store, &filter).await?;
+        let store_group_by = match group_by {
+            CompletionGroupBy::Model => StoreGroupBy::Model,
+            CompletionGroupBy::Prompt => StoreGroupBy::Prompt,
+        };
+        let (groups, total_count, has_next_page, end_cursor) = store
+            .list_completion_groups(&filter, store_group_by, &to_page(&page)?)
+            .await
+            .gql()?;
+        let mut nodes = Vec::with_capacity(groups.len());
+        for group in groups {
+            let group_filter = store
+                .filter_for_group(&filter, store_group_by, &group.key)
+                .await
+                .gql()?;
+            nodes.push(CompletionGroupView {
+                key: group.key,
+                count: group.count,
+                filter: group_filter,
+            });
+        }
+        Ok(CompletionGroupConnection {
+            total_count,
+            group_by,
+            page_info: PageInfo {
+                has_next_page,
+                has_previous_page: false,
+                start_cursor: None,
+                end_cursor,
+            },
+            nodes,
+        })
+    }
+
+    async fn completion(
+        &self,
+        context: &Context<'_>,
+        project: IdOrKey,
+        id: uuid::Uuid,
+    ) -> GqlResult<Option<CompletionView>> {
+        let store = store(context)?;
+        let project = store.get_project(project.as_str()).await.gql()?;
+        let completion = optional(store.get_completion(&project.id, &id.to_string()).await)?;
+        Ok(completion.map(CompletionView))
+    }
+}

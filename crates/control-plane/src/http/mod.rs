@@ -1,0 +1,123 @@
+//! HTTP surfaces: the public router (port 9000: health, readiness, GraphQL, OpenAPI) and the
+//! internal router (port 9009: harmony registration, Prometheus metrics).
+//!
+//! Handlers are thin: extract (with [`AppJson`], so malformed input gets our error body) ->
+//! authorize (the [`crate::auth::Authenticated`] extractor) -> call the store or registry -> map
+//! to a view. State is typed ([`AppState`]) with `FromRef` sub-states.
+
+mod harmony;
+mod health;
+pub mod openapi;
+pub mod telemetry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRef, FromRequest, Request};
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::error::ApiError;
+use crate::graphql::ApiSchema;
+use crate::registry::SharedRegistry;
+use crate::store::MetadataStore;
+use telemetry::ServerMetrics;
+
+/// How replicas should heartbeat, from [`crate::config::HarmonyConfig`].
+#[derive(Debug, Clone, Copy)]
+pub struct HeartbeatPolicy {
+    pub interval: Duration,
+    pub ttl: Duration,
+}
+
+/// Everything handlers need; cloned per request (all handles).
+#[derive(Clone)]
+pub struct AppState {
+    pub store: MetadataStore,
+    pub registry: SharedRegistry,
+    pub metrics: Arc<ServerMetrics>,
+    pub heartbeat: HeartbeatPolicy,
+    pub schema: ApiSchema,
+}
+
+impl FromRef<AppState> for MetadataStore {
+    fn from_ref(state: &AppState) -> Self {
+        state.store.clone()
+    }
+}
+
+impl FromRef<AppState> for SharedRegistry {
+    fn from_ref(state: &AppState) -> Self {
+        state.registry.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<ServerMetrics> {
+    fn from_ref(state: &AppState) -> Self {
+        state.metrics.clone()
+    }
+}
+
+impl FromRef<AppState> for HeartbeatPolicy {
+    fn from_ref(state: &AppState) -> Self {
+        state.heartbeat
+    }
+}
+
+impl FromRef<AppState> for ApiSchema {
+    fn from_ref(state: &AppState) -> Self {
+        state.schema.clone()
+    }
+}
+
+/// Port 9000.
+pub fn public_router(state: AppState) -> Router {
+    let metrics = state.metrics.clone();
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .route("/api/openapi.json", get(openapi::serve))
+        .route("/api/graphql", post(crate::graphql::handler))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            telemetry::record_request,
+        ))
+        .with_state(state)
+}
+
+/// Port 9009.
+pub fn internal_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(telemetry::serve_metrics))
+        .route("/internal/harmony/register", post(harmony::register))
+        .route("/internal/harmony/deregister", post(harmony::deregister))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::Store(crate::store::StoreError::NotFound {
+        what: "route",
+        id: request.uri().path().to_owned(),
+    })
+}
+
+/// `Json` whose rejection is our error body (400 `invalid_request`) instead of axum's text.
+pub struct AppJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for AppJson<T>
+where
+    axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(AppJson(value)),
+            Err(rejection) => Err(ApiError::InvalidRequest(rejection.body_text())),
+        }
+    }
+}

@@ -1,0 +1,545 @@
+//! Interactions (completions) and their scores: batch inserts for the gateway, and the
+//! list / filter / paginate / group / get queries of the management API.
+//!
+//! Pagination is by offset, carried in an opaque cursor (`o:<offset>`): simple, stable under
+//! appends when ordered by `created_at, id`, and enough for the SDK's Relay-style pages.
+
+use sha2::{Digest, Sha256};
+use sqlx::any::AnyArguments;
+use sqlx::query::Query;
+use sqlx::Any;
+
+use super::{
+    new_id, now_ms, ChatMessage, Completion, Label, MetadataStore, Metric, Score, StoreError,
+};
+
+/// One interaction as the gateway records it. `id` is the completion id the client saw; it is
+/// the idempotency key of [`MetadataStore::insert_interactions`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewInteraction {
+    pub id: String,
+    pub project_id: String,
+    pub model_service_id: Option<String>,
+    pub model_id: Option<String>,
+    pub chat_messages: Vec<ChatMessage>,
+    pub completion: Option<String>,
+    /// `LIVE` for gateway traffic.
+    pub source: String,
+    pub session_id: Option<String>,
+    pub created_by: Option<String>,
+    pub labels: Vec<Label>,
+    /// `{parameters, timings, system}`.
+    pub metadata: serde_json::Value,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub created_at: i64,
+}
+
+/// A score to record: `metric` is an id or key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewScore {
+    pub completion_id: String,
+    pub metric: String,
+    pub value: f64,
+    pub reason: Option<String>,
+    pub details: Option<String>,
+    pub created_by: Option<String>,
+}
+
+/// Filters of the completion list; every set field must match.
+#[derive(Debug, Clone, Default)]
+pub struct CompletionFilter {
+    pub project_id: String,
+    pub model_ids: Vec<String>,
+    pub session_id: Option<String>,
+    pub created_by: Option<String>,
+    pub sources: Vec<String>,
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    pub completion_id: Option<String>,
+    pub prompt_hash: Option<String>,
+    /// `(key, allowed values)`; no values means "has the label".
+    pub labels: Vec<(String, Vec<String>)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompletionGroupBy {
+    Model,
+    Prompt,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompletionPage {
+    pub nodes: Vec<Completion>,
+    pub total_count: i64,
+    pub has_next_page: bool,
+    pub end_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompletionGroup {
+    /// The model key (or `""` without a model) or the prompt hash.
+    pub key: String,
+    pub count: i64,
+}
+
+/// Direct-score statistics of a set of completions for one metric.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoreStats {
+    pub metric: Metric,
+    pub scores: i64,
+    pub average: f64,
+    pub max: f64,
+    pub min: f64,
+    pub stddev: f64,
+    pub sum: f64,
+}
+
+pub fn prompt_hash(messages: &[ChatMessage]) -> String {
+    let mut hasher = Sha256::new();
+    for message in messages {
+        hasher.update(message.role.as_bytes());
+        hasher.update([0]);
+        hasher.update(message.content.as_bytes());
+        hasher.update([0]);
+    }
+    hex::encode(hasher.finalize())
+}
+
+pub fn encode_cursor(offset: i64) -> String {
+    format!("o:{offset}")
+}
+
+pub fn decode_cursor(cursor: &str) -> Result<i64, StoreError> {
+    cursor
+        .strip_prefix("o:")
+        .and_then(|offset| offset.parse::<i64>().ok())
+        .filter(|offset| *offset >= 0)
+        .ok_or_else(|| StoreError::Invalid(format!("invalid page cursor '{cursor}'")))
+}
+
+enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+/// WHERE clauses with their arguments, numbered `$1..` in order.
+#[derive(Default)]
+struct Conditions {
+    clauses: Vec<String>,
+    args: Vec<Arg>,
+}
+
+impl Conditions {
+    fn placeholder(&mut self, arg: Arg) -> String {
+        self.args.push(arg);
+        format!("${}", self.args.len())
+    }
+
+    fn push_text(&mut self, template: &str, value: &str) {
+        let placeholder = self.placeholder(Arg::Text(value.to_owned()));
+        self.clauses.push(template.replace('?', &placeholder));
+    }
+
+    fn push_int(&mut self, template: &str, value: i64) {
+        let placeholder = self.placeholder(Arg::Int(value));
+        self.clauses.push(template.replace('?', &placeholder));
+    }
+
+    fn push_in(&mut self, column: &str, values: &[String]) {
+        let placeholders: Vec<String> = values
+            .iter()
+            .map(|value| self.placeholder(Arg::Text(value.clone())))
+            .collect();
+        self.clauses
+            .push(format!("{column} IN ({})", placeholders.join(", ")));
+    }
+
+    fn sql(&self) -> String {
+        if self.clauses.is_empty() {
+            return String::new();
+        }
+        format!("WHERE {}", self.clauses.join(" AND "))
+    }
+
+    fn bind<'q>(
+        &'q self,
+        mut query: Query<'q, Any, AnyArguments<'q>>,
+    ) -> Query<'q, Any, AnyArguments<'q>> {
+        for arg in &self.args {
+            query = match arg {
+                Arg::Text(text) => query.bind(text.as_str()),
+                Arg::Int(number) => query.bind(*number),
+            };
+        }
+        query
+    }
+}
+
+fn conditions_for(filter: &CompletionFilter) -> Conditions {
+    let mut conditions = Conditions::default();
+    conditions.push_text("c.project_id = ?", &filter.project_id);
+    if !filter.model_ids.is_empty() {
+        conditions.push_in("c.model_id", &filter.model_ids);
+    }
+    if let Some(session_id) = &filter.session_id {
+        conditions.push_text("c.session_id = ?", session_id);
+    }
+    if let Some(created_by) = &filter.created_by {
+        conditions.push_text("c.created_by = ?", created_by);
+    }
+    if !filter.sources.is_empty() {
+        conditions.push_in("c.source", &filter.sources);
+    }
+    if let Some(from_ms) = filter.from_ms {
+        conditions.push_int("c.created_at >= ?", from_ms);
+    }
+    if let Some(to_ms) = filter.to_ms {
+        conditions.push_int("c.created_at <= ?", to_ms);
+    }
+    if let Some(completion_id) = &filter.completion_id {
+        conditions.push_text("c.id = ?", completion_id);
+    }
+    if let Some(prompt_hash) = &filter.prompt_hash {
+        conditions.push_text("c.prompt_hash = ?", prompt_hash);
+    }
+    for (key, values) in &filter.labels {
+        // Labels are JSON text; match the serialized pair, which serde writes canonically.
+        if values.is_empty() {
+            let pattern = format!(
+                "%{}%",
+                serde_json::json!({ "key": key })
+                    .to_string()
+                    .trim_end_matches('}')
+            );
+            conditions.push_text("c.labels LIKE ?", &pattern);
+            continue;
+        }
+        let alternatives: Vec<String> = values
+            .iter()
+            .map(|value| {
+                let pair = serde_json::to_string(&Label {
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+                .unwrap_or_default();
+                let placeholder = conditions.placeholder(Arg::Text(format!("%{pair}%")));
+                format!("c.labels LIKE {placeholder}")
+            })
+            .collect();
+        conditions
+            .clauses
+            .push(format!("({})", alternatives.join(" OR ")));
+    }
+    conditions
+}
+
+const COMPLETION_COLUMNS: &str =
+    "c.id, c.project_id, c.model_service_id, c.model_id, c.prompt_hash, \
+     c.chat_messages, c.completion, c.source, c.session_id, c.created_by, c.labels, c.metadata, \
+     c.prompt_tokens, c.completion_tokens, c.created_at";
+
+/// Page request: `first` items after the cursor (or `offset`).
+#[derive(Debug, Clone, Default)]
+pub struct PageRequest {
+    pub first: Option<i64>,
+    pub after: Option<String>,
+    pub offset: Option<i64>,
+}
+
+impl PageRequest {
+    fn resolve(&self) -> Result<(i64, i64), StoreError> {
+        let limit = self.first.unwrap_or(20);
+        if !(0..=1000).contains(&limit) {
+            return Err(StoreError::Invalid(
+                "page.first must be between 0 and 1000".to_owned(),
+            ));
+        }
+        let offset = match (&self.after, self.offset) {
+            (Some(cursor), _) => decode_cursor(cursor)?,
+            (None, Some(offset)) if offset >= 0 => offset,
+            (None, Some(_)) => {
+                return Err(StoreError::Invalid(
+                    "page.offset must not be negative".to_owned(),
+                ))
+            }
+            (None, None) => 0,
+        };
+        Ok((limit, offset))
+    }
+}
+
+impl MetadataStore {
+    /// Insert a batch of interactions in one transaction. A completion id that is already
+    /// stored is skipped, so a retried batch is recorded exactly once. Returns the number of
+    /// new rows.
+    pub async fn insert_interactions(&self, batch: &[NewInteraction]) -> Result<u64, StoreError> {
+        let mut transaction = self.pool().begin().await?;
+        let mut inserted = 0;
+        for interaction in batch {
+            let result = sqlx::query(
+                "INSERT INTO completions (id, project_id, model_service_id, model_id, prompt_hash, \
+                 chat_messages, completion, source, session_id, created_by, labels, metadata, \
+                 prompt_tokens, completion_tokens, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&interaction.id)
+            .bind(&interaction.project_id)
+            .bind(&interaction.model_service_id)
+            .bind(&interaction.model_id)
+            .bind(prompt_hash(&interaction.chat_messages))
+            .bind(serde_json::to_string(&interaction.chat_messages)?)
+            .bind(&interaction.completion)
+            .bind(&interaction.source)
+            .bind(&interaction.session_id)
+            .bind(&interaction.created_by)
+            .bind(serde_json::to_string(&interaction.labels)?)
+            .bind(serde_json::to_string(&interaction.metadata)?)
+            .bind(interaction.prompt_tokens)
+            .bind(interaction.completion_tokens)
+            .bind(interaction.created_at)
+            .execute(&mut *transaction)
+            .await?;
+            inserted += result.rows_affected();
+        }
+        transaction.commit().await?;
+        Ok(inserted)
+    }
+
+    /// Record scores. BOOL metrics accept 0 or 1 only.
+    pub async fn insert_scores(&self, scores: &[NewScore]) -> Result<Vec<Score>, StoreError> {
+        let mut prepared = Vec::with_capacity(scores.len());
+        for score in scores {
+            let metric = self
+                .find_metric(&score.metric)
+                .await?
+                .ok_or_else(|| StoreError::not_found("metric", &score.metric))?;
+            if metric.kind == "BOOL" && score.value != 0.0 && score.value != 1.0 {
+                return Err(StoreError::Invalid(format!(
+                    "metric '{}' is BOOL: a score must be 0 or 1, got {}",
+                    metric.key, score.value
+                )));
+            }
+            if !score.value.is_finite() {
+                return Err(StoreError::Invalid(
+                    "a score must be a finite number".to_owned(),
+                ));
+            }
+            prepared.push(Score {
+                id: new_id(),
+                completion_id: score.completion_id.clone(),
+                metric_id: metric.id,
+                value: score.value,
+                reason: score.reason.clone(),
+                details: score.details.clone(),
+                created_by: score.created_by.clone(),
+                created_at: now_ms(),
+            });
+        }
+        let mut transaction = self.pool().begin().await?;
+        for score in &prepared {
+            let exists = sqlx::query("SELECT COUNT(*) AS n FROM completions WHERE id = $1")
+                .bind(&score.completion_id)
+                .fetch_one(&mut *transaction)
+                .await?;
+            if super::rows::int(&exists, "n")? == 0 {
+                return Err(StoreError::not_found("completion", &score.completion_id));
+            }
+            sqlx::query(
+                "INSERT INTO scores (id, completion_id, metric_id, value, reason, details, created_by, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&score.id)
+            .bind(&score.completion_id)
+            .bind(&score.metric_id)
+            .bind(score.value)
+            .bind(&score.reason)
+            .bind(&score.details)
+            .bind(&score.created_by)
+            .bind(score.created_at)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        Ok(prepared)
+    }
+
+    /// A page of completions, newest first unless `ascending`.
+    pub async fn list_completions(
+        &self,
+        filter: &CompletionFilter,
+        page: &PageRequest,
+        ascending: bool,
+    ) -> Result<CompletionPage, StoreError> {
+        let (limit, offset) = page.resolve()?;
+        let conditions = conditions_for(filter);
+        let where_sql = conditions.sql();
+        let count_sql = format!("SELECT COUNT(*) AS n FROM completions c {where_sql}");
+        let count_row = conditions
+            .bind(sqlx::query(&count_sql))
+            .fetch_one(self.pool())
+            .await?;
+        let total_count = super::rows::int(&count_row, "n")?;
+        let direction = if ascending { "ASC" } else { "DESC" };
+        let list_sql = format!(
+            "SELECT {COMPLETION_COLUMNS} FROM completions c {where_sql} \
+             ORDER BY c.created_at {direction}, c.id {direction} LIMIT {limit} OFFSET {offset}"
+        );
+        let rows = conditions
+            .bind(sqlx::query(&list_sql))
+            .fetch_all(self.pool())
+            .await?;
+        let nodes: Vec<Completion> = rows
+            .iter()
+            .map(Completion::from_row)
+            .collect::<Result<_, _>>()?;
+        let next_offset = offset + nodes.len() as i64;
+        Ok(CompletionPage {
+            has_next_page: next_offset < total_count,
+            end_cursor: (!nodes.is_empty()).then(|| encode_cursor(next_offset)),
+            nodes,
+            total_count,
+        })
+    }
+
+    /// Groups of completions by model key or prompt hash, ordered by group key.
+    pub async fn list_completion_groups(
+        &self,
+        filter: &CompletionFilter,
+        group_by: CompletionGroupBy,
+        page: &PageRequest,
+    ) -> Result<(Vec<CompletionGroup>, i64, bool, Option<String>), StoreError> {
+        let (limit, offset) = page.resolve()?;
+        let conditions = conditions_for(filter);
+        let where_sql = conditions.sql();
+        let group_expression = match group_by {
+            CompletionGroupBy::Model => "COALESCE(m.key, '')",
+            CompletionGroupBy::Prompt => "c.prompt_hash",
+        };
+        let from_sql =
+            format!("FROM completions c LEFT JOIN models m ON m.id = c.model_id {where_sql}");
+        let count_sql = format!(
+            "SELECT COUNT(*) AS n FROM (SELECT {group_expression} AS group_key {from_sql} GROUP BY {group_expression}) g"
+        );
+        let count_row = conditions
+            .bind(sqlx::query(&count_sql))
+            .fetch_one(self.pool())
+            .await?;
+        let total_count = super::rows::int(&count_row, "n")?;
+        let list_sql = format!(
+            "SELECT {group_expression} AS group_key, COUNT(*) AS n {from_sql} \
+             GROUP BY {group_expression} ORDER BY group_key LIMIT {limit} OFFSET {offset}"
+        );
+        let rows = conditions
+            .bind(sqlx::query(&list_sql))
+            .fetch_all(self.pool())
+            .await?;
+        let groups: Vec<CompletionGroup> = rows
+            .iter()
+            .map(|row| {
+                Ok(CompletionGroup {
+                    key: super::rows::text(row, "group_key")?,
+                    count: super::rows::int(row, "n")?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let next_offset = offset + groups.len() as i64;
+        let end_cursor = (!groups.is_empty()).then(|| encode_cursor(next_offset));
+        Ok((groups, total_count, next_offset < total_count, end_cursor))
+    }
+
+    /// Narrow a filter to one group of [`Self::list_completion_groups`].
+    pub async fn filter_for_group(
+        &self,
+        filter: &CompletionFilter,
+        group_by: CompletionGroupBy,
+        group_key: &str,
+    ) -> Result<CompletionFilter, StoreError> {
+        let mut narrowed = filter.clone();
+        match group_by {
+            CompletionGroupBy::Prompt => narrowed.prompt_hash = Some(group_key.to_owned()),
+            CompletionGroupBy::Model => {
+                let model_id = match self.find_model(group_key).await? {
+                    Some(model) => model.id,
+                    None => String::new(),
+                };
+                narrowed.model_ids = vec![model_id];
+            }
+        }
+        Ok(narrowed)
+    }
+
+    /// Direct-score statistics per metric over the completions a filter selects.
+    pub async fn score_stats(
+        &self,
+        filter: &CompletionFilter,
+    ) -> Result<Vec<ScoreStats>, StoreError> {
+        let conditions = conditions_for(filter);
+        let where_sql = conditions.sql();
+        let sql = format!(
+            "SELECT s.metric_id, COUNT(*) AS n, SUM(s.value) AS total, SUM(s.value * s.value) AS squares, \
+             MAX(s.value) AS high, MIN(s.value) AS low \
+             FROM scores s JOIN completions c ON c.id = s.completion_id {where_sql} \
+             GROUP BY s.metric_id ORDER BY s.metric_id"
+        );
+        let rows = conditions
+            .bind(sqlx::query(&sql))
+            .fetch_all(self.pool())
+            .await?;
+        let mut stats = Vec::with_capacity(rows.len());
+        for row in &rows {
+            use sqlx::Row;
+            let metric_id = super::rows::text(row, "metric_id")?;
+            let count = super::rows::int(row, "n")?;
+            let sum: f64 = row.try_get("total")?;
+            let squares: f64 = row.try_get("squares")?;
+            let average = sum / count as f64;
+            let variance = (squares / count as f64 - average * average).max(0.0);
+            let metric = self
+                .find_metric(&metric_id)
+                .await?
+                .ok_or_else(|| StoreError::not_found("metric", &metric_id))?;
+            stats.push(ScoreStats {
+                metric,
+                scores: count,
+                average,
+                max: row.try_get("high")?,
+                min: row.try_get("low")?,
+                stddev: variance.sqrt(),
+                sum,
+            });
+        }
+        Ok(stats)
+    }
+
+    pub async fn get_completion(
+        &self,
+        project_id: &str,
+        id: &str,
+    ) -> Result<Completion, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COMPLETION_COLUMNS} FROM completions c WHERE c.project_id = $1 AND c.id = $2"
+        ))
+        .bind(project_id)
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or_else(|| StoreError::not_found("completion", id))?;
+        Completion::from_row(&row)
+    }
+
+    pub async fn scores_for_completion(
+        &self,
+        completion_id: &str,
+    ) -> Result<Vec<Score>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, completion_id, metric_id, value, reason, details, created_by, created_at \
+             FROM scores WHERE completion_id = $1 ORDER BY created_at, id",
+        )
+        .bind(completion_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(Score::from_row).collect()
+    }
+}

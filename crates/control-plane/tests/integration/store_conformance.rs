@@ -1,0 +1,853 @@
+//! The metadata store conformance suite: every case runs against SQLite and PostgreSQL.
+
+use adaptive_control_plane::bootstrap;
+use adaptive_control_plane::config::{SecretSource, SecretString, Secrets};
+use adaptive_control_plane::store::{
+    ChatMessage, CompletionFilter, ComputeConfigUpdate, DeployRequest, Label, MetadataStore,
+    ModelServiceUpdate, NewInteraction, NewMetric, NewModel, NewProject, NewScore, PageRequest,
+    Placement, StoreError,
+};
+use sqlx::Row;
+
+use crate::harness::{Backend, TestDatabase};
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(crate::harness::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(crate::harness::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    projects_are_created_listed_and_unique,
+    invalid_keys_are_rejected,
+    models_are_attached_deployed_and_resolved,
+    placement_selects_the_desired_models_of_a_pool,
+    terminate_needs_force_when_deployed_in_several_projects,
+    interactions_are_inserted_exactly_once,
+    completions_are_filtered_and_paginated,
+    scores_are_validated_and_aggregated,
+    api_keys_are_stored_hashed,
+    metrics_are_shared_between_projects,
+    bootstrap_runs_once,
+);
+
+async fn setup(backend: Backend) -> (TestDatabase, MetadataStore) {
+    let database = TestDatabase::create(backend).await;
+    let store = database.store().await;
+    (database, store)
+}
+
+async fn project(store: &MetadataStore, key: &str) -> adaptive_control_plane::store::Project {
+    store
+        .create_project(NewProject {
+            key: Some(key.to_owned()),
+            name: format!("Project {key}"),
+            description: None,
+        })
+        .await
+        .expect("create project")
+}
+
+async fn model(store: &MetadataStore, key: &str) -> adaptive_control_plane::store::Model {
+    store
+        .add_model(NewModel {
+            path: format!("model_registry://{key}"),
+            name: key.to_owned(),
+            key: Some(key.to_owned()),
+            ..NewModel::default()
+        })
+        .await
+        .expect("add model")
+}
+
+async fn projects_are_created_listed_and_unique(backend: Backend) {
+    let (_database, store) = setup(backend).await;
+    let created = project(&store, "alpha").await;
+    project(&store, "beta").await;
+    let by_key = store.get_project("alpha").await.expect("by key");
+    let by_id = store.get_project(&created.id).await.expect("by id");
+    assert_eq!(by_key, created);
+    assert_eq!(by_id, created);
+    let keys: Vec<String> = store
+        .list_projects()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|project| project.key)
+        .collect();
+    assert_eq!(keys, vec!["alpha".to_owned(), "beta".to_owned()]);
+    let duplicate = store
+        .create_project(NewProject {
+            key: Some("alpha".to_owned()),
+            name: "again".to_owned(),
+            description: None,
+        })
+        .await;
+    assert!(
+        matches!(duplicate, Err(StoreError::AlreadyExists { .. })),
+        "{duplicate:?}"
+    );
+    let missing = store.get_project("nope").await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound { .. })),
+        "{missing:?}"
+    );
+    let derived = store
+        .create_project(NewProject {
+            key: None,
+            name: "My Great Project".to_owned(),
+            description: Some("d".to_owned()),
+        })
+        .await
+        .expect("derived key");
+    assert_eq!(derived.key, "my-great-project");
+    store.close().await;
+}
+
+async fn invalid_keys_are_rejected(backend: Backend) {
+    let (_database, store) = setup(backend).await;
+    for bad in ["", "has space", "slash/inside", &"x".repeat(129)] {
+        let result = store
+            .create_project(NewProject {
+                key: Some(bad.to_owned()),
+                name: "n".to_owned(),
+                description: None,
+            })
+            .await;
+        assert!(
+            matches!(result, Err(StoreError::Invalid(_))),
+            "{bad:?}: {result:?}"
+        );
+    }
+    let result = store
+        .add_model(NewModel {
+            path: String::new(),
+            name: "m".to_owned(),
+            ..NewModel::default()
+        })
+        .await;
+    assert!(matches!(result, Err(StoreError::Invalid(_))), "{result:?}");
+    let config = store
+        .update_model_compute_config(
+            &model(&store, "m").await.key,
+            ComputeConfigUpdate {
+                tp: Some(0),
+                ..ComputeConfigUpdate::default()
+            },
+        )
+        .await;
+    assert!(matches!(config, Err(StoreError::Invalid(_))), "{config:?}");
+    store.close().await;
+}
+
+async fn models_are_attached_deployed_and_resolved(backend: Backend) {
+    let (_database, store) = setup(backend).await;
+    let project = project(&store, "chat").await;
+    let first = model(&store, "small").await;
+    let second = model(&store, "large").await;
+
+    let attached = store.attach_model("chat", "small").await.expect("attach");
+    assert!(
+        attached.is_default,
+        "the first model of a project is its default"
+    );
+    assert!(!attached.desired_online, "attaching does not deploy");
+    let again = store
+        .attach_model("chat", "small")
+        .await
+        .expect("attach again");
+    assert_eq!(again.id, attached.id, "attach is idempotent");
+
+    store
+        .ensure_compute_pool("gpu", "GPU pool")
+        .await
+        .expect("pool");
+    let deployed = store
+        .deploy_model(DeployRequest {
+            project: "chat".to_owned(),
+            model: "large".to_owned(),
+            placement: Some(Placement {
+                compute_pools: vec!["gpu".to_owned()],
+                max_ttft_ms: Some(500),
+            }),
+        })
+        .await
+        .expect("deploy");
+    assert!(deployed.desired_online);
+    assert!(!deployed.is_default);
+
+    let by_project = store.resolve_model_service("chat").await.expect("default");
+    assert_eq!(by_project.model_key, "small");
+    assert_eq!(by_project.model_path, first.path);
+    assert!(by_project.is_default);
+    let explicit = store
+        .resolve_model_service("chat/large")
+        .await
+        .expect("explicit");
+    assert_eq!(explicit.model_id, second.id);
+    assert_eq!(explicit.project_id, project.id);
+    assert_eq!(explicit.placement.compute_pools, vec!["gpu".to_owned()]);
+    assert_eq!(explicit.placement.max_ttft_ms, Some(500));
+    assert!(explicit.desired_online);
+
+    let updated = store
+        .update_model_service(ModelServiceUpdate {
+            project: "chat".to_owned(),
+            model_service: "large".to_owned(),
+            is_default: Some(true),
+            system_prompt_template: Some("You are {{ name }}".to_owned()),
+            ..ModelServiceUpdate::default()
+        })
+        .await
+        .expect("update");
+    assert!(updated.is_default);
+    assert_eq!(
+        store
+            .resolve_model_service("chat")
+            .await
+            .expect("default")
+            .model_key,
+        "large"
+    );
+    let defaults = store
+        .list_model_services(&project.id)
+        .await
+        .expect("services")
+        .iter()
+        .filter(|service| service.is_default)
+        .count();
+    assert_eq!(defaults, 1, "one default per project");
+
+    for bad in ["", "/x", "chat/", "chat/unknown", "unknown"] {
+        assert!(store.resolve_model_service(bad).await.is_err(), "{bad}");
+    }
+    let unknown_pool = store
+        .deploy_model(DeployRequest {
+            project: "chat".to_owned(),
+            model: "small".to_owned(),
+            placement: Some(Placement {
+                compute_pools: vec!["nowhere".to_owned()],
+                max_ttft_ms: None,
+            }),
+        })
+        .await;
+    assert!(
+        matches!(unknown_pool, Err(StoreError::NotFound { .. })),
+        "{unknown_pool:?}"
+    );
+
+    assert!(store
+        .remove_model_from_project("chat", "small")
+        .await
+        .expect("remove"));
+    assert!(!store
+        .remove_model_from_project("chat", "small")
+        .await
+        .expect("remove again"));
+    store.close().await;
+}
+
+async fn placement_selects_the_desired_models_of_a_pool(backend: Backend) {
+    let (_database, store) = setup(backend).await;
+    project(&store, "a").await;
+    project(&store, "b").await;
+    model(&store, "everywhere").await;
+    model(&store, "gpu-only").await;
+    model(&store, "attached-only").await;
+    store.ensure_compute_pool("gpu", "gpu").await.expect("pool");
+    store.ensure_compute_pool("cpu", "cpu").await.expect("pool");
+    for (project, model, pools) in [
+        ("a", "everywhere", vec![]),
+        ("b", "everywhere", vec!["cpu".to_owned()]),
+        ("a", "gpu-only", vec!["gpu".to_owned()]),
+    ] {
+        store
+            .deploy_model(DeployRequest {
+                project: project.to_owned(),
+                model: model.to_owned(),
+                placement: Some(Placement {
+                    compute_pools: pools,
+                    max_ttft_ms: None,
+                }),
+            })
+            .await
+            .expect("deploy");
+    }
+    store
+        .attach_model("b", "attached-only")
+        .await
+        .expect("attach");
+    let keys = |models: Vec<adaptive_control_plane::store::Model>| -> Vec<String> {
+        models.into_iter().map(|model| model.key).collect()
+    };
+    assert_eq!(
+        keys(store.desired_models_for_pool("gpu").await.expect("gpu")),
+        vec!["everywhere".to_owned(), "gpu-only".to_owned()]
+    );
+    assert_eq!(
+        keys(store.desired_models_for_pool("cpu").await.expect("cpu")),
+        vec!["everywhere".to_owned()]
+    );
+    assert_eq!(
+        keys(store.desired_models_for_pool("other").await.expect("other")),
+        vec!["everywhere".to_owned()],
+        "an empty placement means every pool"
+    );
+    store.close().await;
+}
+
+async fn terminate_needs_force_when_deployed_in_several_projects(backend: Backend) {
+    let (_database, store) = setup(backend).await;
+    project(&store, "a").await;
+    project(&store, "b").await;
+    model(&store, "shared").await;
+    for project in ["a", "b"] {
+        store
+            .deploy_model(DeployRequest {
+                project: project.to_owned(),
+                model: "shared".to_owned(),
+                placement: None,
+            })
+            .await
+            .expect("deploy");
+    }
+    let refused = store.terminate_model("shared", false).await;
+    assert!(
+        matches!(refused, Err(StoreError::Conflict(_))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        store.terminate_model("shared", true).await.expect("force"),
+        2
+    );
+    assert!(store
+        .desired_models_for_pool("any")
+        .await
+        .expect("desired")
+        .is_empty());
+    store.close().await;
+}
+
+fn interaction(
+    project_id: &str,
+    model_id: &str,
+    id: &str,
+    created_at: i64,
+    prompt: &str,
+) -> NewInteraction {
+    NewInteraction {
+        id: id.to_owned(),
+        project_id: project_id.to_owned(),
+        model_service_id: None,
+        model_id: Some(model_id.to_owned()),
+        chat_messages: vec![ChatMessage {
+            role: "user".to_owned(),
+            content: prompt.to_owned(),
+        }],
+        completion: Some(format!("answer to {prompt}")),
+        source: "LIVE".to_owned(),
+        session_id: Some("session-1".to_owned()),
+        created_by: None,
+        labels: vec![Label {
+            key: "env".to_owned(),
+            value: if created_at % 2 == 0 { "prod" } else { "dev" }.to_owned(),
+        }],
+        metadata: serde_json::json!({"parameters": {"temperature": 0.5}, "timings": {"ttft_ms": 12}}),
+        prompt_tokens: 10,
+        completion_tokens: 5,
+        created_at,
+    }
+}
+
+async fn interactions_are_inserted_exactly_once(backend: Backend) {
+    let (_database, store) = setup(backend).await;
+    let project = project(&store, "p").await;
+    let model = model(&store, "m").await;
+    let batch: Vec<NewInteraction> = (0..5)
+        .map(|index| {
+            interaction(
+                &project.id,
+                &model.id,
+                &uuid::Uuid::new_v4().to_string(),
+                1000 + index,
+                "hi",
+            )
+        })
+        .collect();
+    assert_eq!(store.insert_interactions(&batch).await.expect("insert"), 5);
+    assert_eq!(
+        store.insert_interactions(&batch).await.expect("retry"),
+        0,
+        "a retried batch adds nothing"
+    );
+    let mut overlapping = batch[3..].to_vec();
+    overlapping.push(interaction(
+        &project.id,
+        &model.id,
+        &uuid::Uuid::new_v4().to_string(),
+        2000,
+        "new",
+    ));
+    assert_eq!(
+        store
+            .insert_interactions(&overlapping)
+            .await
+            .expect("overlap"),
+        1
+    );
+    let page = store
+        .list_completions(
+            &CompletionFilter {
+                project_id: project.id.clone(),
+                ..CompletionFilter::default()
+            },
+            &PageRequest::default(),
+            false,
+        )
+        .await
+        .expect("list");
+    assert_eq!(page.total_count, 6);
+    let stored = store
+        .get_completion(&project.id, &batch[0].id)
+        .await
+        .expect("get");
+    assert_eq!(stored.chat_messages, batch[0].chat_messages);
+    assert_eq!(stored.metadata, batch[0].metadata);
+    assert_eq!(stored.labels, batch[0].labels);
+    store.close().await;
+}
+
+async fn completions_are_filtered_and_paginated(backend: Backend) {
+    let (_database, store) = setup(backend).await;
+    let project = project(&store, "p").await;
+    let other_project = self::project(&store, "other").await;
+    let model_a = model(&store, "a").await;
+    let model_b = model(&store, "b").await;
+    let mut batch = Vec::new();
+    for index in 0..7 {
+        let model_id = if index < 4 { &model_a.id } else { &model_b.id };
+        batch.push(interaction(
+            &project.id,
+            model_id,
+            &uuid::Uuid::new_v4().to_string(),
+            100 + index,
+            &format!("q{}", index % 3),
+        ));
+    }
+    batch.push(interaction(
+        &other_project.id,
+        &model_a.id,
+        &uuid::Uuid::new_v4().to_string(),
+        50,
+        "elsewhere",
+    ));
+    store.insert_interactions(&batch).await.expect("insert");
+    let base = CompletionFilter {
+        project_id: project.id.clone(),
+        ..CompletionFilter::default()
+    };
+
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list_completions(
+                &base,
+                &PageRequest {
+                    first: Some(3),
+                    after: cursor.clone(),
+                    offset: None,
+                },
+                false,
+            )
+            .await
+            .expect("page");
+        assert_eq!(page.total_count, 7);
+        seen.extend(page.nodes.iter().map(|node| node.created_at));
+        if !page.has_next_page {
+            break;
+        }
+        cursor = page.end_cursor;
+    }
+    assert_eq!(
+        seen,
+        vec![106, 105, 104, 103, 102, 101, 100],
+        "newest first, each once"
+    );
+
+    let by_model = store
+        .list_completions(
+            &CompletionFilter {
+                model_ids: vec![model_b.id.clone()],
+                ..base.clone()
+            },
+            &PageRequest::default(),
+            true,
+        )
+        .await
+        .expect("by model");
+    assert_eq!(
+        by_model
+            .nodes
+            .iter()
+            .map(|node| node.created_at)
+            .collect::<Vec<_>>(),
+        vec![104, 105, 106]
+    );
+
+    let by_time = store
+        .list_completions(
+            &CompletionFilter {
+                from_ms: Some(101),
+                to_ms: Some(102),
+                ..base.clone()
+            },
+            &PageRequest::default(),
+            true,
+        )
+        .await
+        .expect("by time");
+    assert_eq!(by_time.total_count, 2);
+
+    let by_label = store
+        .list_completions(
+            &CompletionFilter {
+                labels: vec![("env".to_owned(), vec!["prod".to_owned()])],
+                ..base.clone()
+            },
+            &PageRequest::default(),
+            true,
+        )
+        .await
+        .expect("by label");
+    assert_eq!(
+        by_label
+            .nodes
+            .iter()
+            .map(|node| node.created_at)
+            .collect::<Vec<_>>(),
+        vec![100, 102, 104, 106]
+    );
+
+    let (groups, total, _, _) = store
+        .list_completion_groups(
+            &base,
+            adaptive_control_plane::store::CompletionGroupBy::Model,
+            &PageRequest::default(),
+        )
+        .await
+        .expect("groups");
+    assert_eq!(total, 2);
+    assert_eq!(
+        groups
+            .iter()
+            .map(|group| (group.key.as_str(), group.count))
+            .collect::<Vec<_>>(),
+        vec![("a", 4), ("b", 3)]
+    );
+    let (prompt_groups, prompt_total, _, _) = store
+        .list_completion_groups(
+            &base,
+            adaptive_control_plane::store::CompletionGroupBy::Prompt,
+            &PageRequest::default(),
+        )
+        .await
+        .expect("prompt groups");
+    assert_eq!(prompt_total, 3);
+    assert_eq!(
+        prompt_groups.iter().map(|group| group.count).sum::<i64>(),
+        7
+    );
+
+    let bad_cursor = store
+        .list_completions(
+            &base,
+            &PageRequest {
+                first: Some(2),
+                after: Some("garbage".to_owned()),
+                offset: None,
+            },
+            false,
+        )
+        .await;
+    assert!(
+        matches!(bad_cursor, Err(StoreError::Invalid(_))),
+        "{bad_cursor:?}"
+    );
+    let missing = store.get_completion(&other_project.id, &batch[0].id).await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound { .. })),
+        "a completion is only found in its project"
+    );
+    store.close().await;
+}
+
+async fn scores_are_validated_and_aggregated(backend: Backend) {
+    let (_database, store) = setup(backend).await;
+    let project = project(&store, "p").await;
+    let model = model(&store, "m").await;
+    let ids: Vec<String> = (0..3).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let batch: Vec<NewInteraction> = ids
+        .iter()
+        .enumerate()
+        .map(|(index, id)| interaction(&project.id, &model.id, id, index as i64, "x"))
+        .collect();
+    store.insert_interactions(&batch).await.expect("insert");
+    for (key, kind) in [("quality", "SCALAR"), ("thumbs", "BOOL")] {
+        store
+            .create_metric(
+                "p",
+                NewMetric {
+                    key: Some(key.to_owned()),
+                    name: key.to_owned(),
+                    kind: kind.to_owned(),
+                    scoring_type: "HIGHER_IS_BETTER".to_owned(),
+                    ..NewMetric::default()
+                },
+            )
+            .await
+            .expect("metric");
+    }
+    let score = |completion: &str, metric: &str, value: f64| NewScore {
+        completion_id: completion.to_owned(),
+        metric: metric.to_owned(),
+        value,
+        reason: None,
+        details: Some("because".to_owned()),
+        created_by: None,
+    };
+    let bad_bool = store.insert_scores(&[score(&ids[0], "thumbs", 0.5)]).await;
+    assert!(
+        matches!(bad_bool, Err(StoreError::Invalid(_))),
+        "{bad_bool:?}"
+    );
+    let unknown_completion = store
+        .insert_scores(&[score(&uuid::Uuid::new_v4().to_string(), "quality", 1.0)])
+        .await;
+    assert!(
+        matches!(unknown_completion, Err(StoreError::NotFound { .. })),
+        "{unknown_completion:?}"
+    );
+    let unknown_metric = store.insert_scores(&[score(&ids[0], "nope", 1.0)]).await;
+    assert!(
+        matches!(unknown_metric, Err(StoreError::NotFound { .. })),
+        "{unknown_metric:?}"
+    );
+
+    store
+        .insert_scores(&[
+            score(&ids[0], "quality", 2.0),
+            score(&ids[1], "quality", 4.0),
+            score(&ids[2], "thumbs", 1.0),
+        ])
+        .await
+        .expect("scores");
+    let on_first = store
+        .scores_for_completion(&ids[0])
+        .await
+        .expect("scores of one");
+    assert_eq!(on_first.len(), 1);
+    assert_eq!(on_first[0].details.as_deref(), Some("because"));
+    let stats = store
+        .score_stats(&CompletionFilter {
+            project_id: project.id.clone(),
+            ..CompletionFilter::default()
+        })
+        .await
+        .expect("stats");
+    let quality = stats
+        .iter()
+        .find(|stat| stat.metric.key == "quality")
+        .expect("quality stats");
+    assert_eq!(quality.scores, 2);
+    assert!((quality.average - 3.0).abs() < 1e-9);
+    assert!((quality.stddev - 1.0).abs() < 1e-9);
+    assert!((quality.sum - 6.0).abs() < 1e-9);
+    assert_eq!((quality.min, quality.max), (2.0, 4.0));
+    assert!(store
+        .metric_has_scores(&quality.metric.id)
+        .await
+        .expect("has scores"));
+    store.close().await;
+}
+
+async fn api_keys_are_stored_hashed(backend: Backend) {
+    let (_database, store) = setup(backend).await;
+    let user = store
+        .create_user("someone@example.com", "Someone")
+        .await
+        .expect("user");
+    let key = store.create_api_key(&user.id, None).await.expect("key");
+    assert!(key.expose().starts_with("ak_") && key.expose().len() == 67);
+    let found = store
+        .user_for_api_key(key.expose())
+        .await
+        .expect("lookup")
+        .expect("valid key");
+    assert_eq!(found.id, user.id);
+    assert!(store
+        .user_for_api_key("ak_wrong")
+        .await
+        .expect("lookup")
+        .is_none());
+    let rows = sqlx::query("SELECT key_hash FROM api_keys")
+        .fetch_all(&any_pool(&store))
+        .await
+        .expect("rows");
+    for row in rows {
+        let hash: String = row.try_get("key_hash").expect("hash");
+        assert_ne!(hash, key.expose());
+        assert_eq!(hash.len(), 64);
+    }
+    let short = store
+        .create_api_key(&user.id, Some(SecretString::new("short")))
+        .await;
+    assert!(matches!(short, Err(StoreError::Invalid(_))), "{short:?}");
+    store.close().await;
+}
+
+/// Raw access for assertions on stored bytes.
+fn any_pool(store: &MetadataStore) -> sqlx::AnyPool {
+    store.raw_pool_for_tests()
+}
+
+async fn metrics_are_shared_between_projects(backend: Backend) {
+    let (_database, store) = setup(backend).await;
+    project(&store, "a").await;
+    project(&store, "b").await;
+    let input = || NewMetric {
+        key: Some("accuracy".to_owned()),
+        name: "Accuracy".to_owned(),
+        kind: "SCALAR".to_owned(),
+        scoring_type: "HIGHER_IS_BETTER".to_owned(),
+        description: Some("d".to_owned()),
+        unit: None,
+    };
+    let created = store.create_metric("a", input()).await.expect("create");
+    let linked = store.create_metric("b", input()).await.expect("link");
+    assert_eq!(created.id, linked.id);
+    let again = store.create_metric("a", input()).await;
+    assert!(
+        matches!(again, Err(StoreError::AlreadyExists { .. })),
+        "{again:?}"
+    );
+    let projects: Vec<String> = store
+        .metric_projects(&created.id)
+        .await
+        .expect("projects")
+        .into_iter()
+        .map(|p| p.key)
+        .collect();
+    assert_eq!(projects, vec!["a".to_owned(), "b".to_owned()]);
+    assert_eq!(
+        store
+            .get_project_metric("accuracy", "b")
+            .await
+            .expect("describe")
+            .id,
+        created.id
+    );
+    project(&store, "c").await;
+    assert!(matches!(
+        store.get_project_metric("accuracy", "c").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let bad_kind = store
+        .create_metric(
+            "a",
+            NewMetric {
+                kind: "WEIRD".to_owned(),
+                ..input()
+            },
+        )
+        .await;
+    assert!(
+        matches!(bad_kind, Err(StoreError::Invalid(_))),
+        "{bad_kind:?}"
+    );
+    store.close().await;
+}
+
+async fn bootstrap_runs_once(backend: Backend) {
+    let (_database, store) = setup(backend).await;
+    let secrets = Secrets {
+        bootstrap_api_key: Some(SecretSource::Inline(SecretString::new(
+            "bootstrap-key-0123456789",
+        ))),
+        ..Secrets::default()
+    };
+    let admin = bootstrap::ensure_bootstrap_admin(&store, "default", &secrets)
+        .await
+        .expect("bootstrap")
+        .expect("created on an empty install");
+    assert_eq!(admin.api_key.expose(), "bootstrap-key-0123456789");
+    let user = store
+        .user_for_api_key("bootstrap-key-0123456789")
+        .await
+        .expect("lookup")
+        .expect("admin");
+    let memberships = store.user_memberships(&user.id).await.expect("memberships");
+    assert_eq!(memberships.len(), 1);
+    assert_eq!(memberships[0].role.key, "admin");
+    assert!(
+        bootstrap::ensure_bootstrap_admin(&store, "default", &secrets)
+            .await
+            .expect("again")
+            .is_none()
+    );
+
+    let created = bootstrap::ensure_default_project(&store)
+        .await
+        .expect("default project");
+    assert_eq!(
+        created.map(|project| project.key),
+        Some(bootstrap::DEFAULT_PROJECT_KEY.to_owned())
+    );
+    assert!(bootstrap::ensure_default_project(&store)
+        .await
+        .expect("again")
+        .is_none());
+
+    let (model, service) = bootstrap::register_and_deploy_local_model(
+        &store,
+        "default",
+        "local",
+        "/models/local.gguf",
+    )
+    .await
+    .expect("register");
+    assert_eq!(model.path, "/models/local.gguf");
+    assert!(service.desired_online && service.is_default);
+    let (same, _) = bootstrap::register_and_deploy_local_model(
+        &store,
+        "default",
+        "local",
+        "/models/local.gguf",
+    )
+    .await
+    .expect("idempotent");
+    assert_eq!(same.id, model.id);
+    let conflict =
+        bootstrap::register_and_deploy_local_model(&store, "default", "local", "/elsewhere.gguf")
+            .await;
+    assert!(
+        matches!(conflict, Err(StoreError::Conflict(_))),
+        "{conflict:?}"
+    );
+    store.close().await;
+}
