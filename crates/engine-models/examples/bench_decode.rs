@@ -1,5 +1,6 @@
 //! Decode throughput of the paged executor: `cargo run --release -p adaptive-engine-models
-//! --example bench_decode -- [model.gguf|hf-dir] [concurrency,...] [decode_steps] [cpu|cuda]`.
+//! --example bench_decode -- [model.gguf|hf-dir] [concurrency,...] [decode_steps] [cpu|cuda]
+//! [--keep-quantized] [--tensor-ops]`.
 //!
 //! For each concurrency N: prefill N different prompts (each ~`PROMPT_TOKENS` tokens) in one
 //! batch, then run `decode_steps` steps that each decode one token for all N sequences in one
@@ -9,9 +10,27 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use adaptive_engine::{ForwardBatch, SequenceChunk};
-use adaptive_engine_models::{load_model, DeviceChoice, KvCacheSize, LoadOptions};
+use adaptive_engine_models::{load_model, DeviceChoice, KvCacheSize, LoadOptions, QuantizedMatmul};
 
 const PROMPT_TOKENS: usize = 64;
+
+/// CPU seconds used by this process so far (all threads), from /proc/self/stat: on a shared
+/// machine wall time mostly measures the neighbours.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let Some((_, after_name)) = stat.rsplit_once(')') else {
+        return f64::NAN;
+    };
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11..13)
+        .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
+        .unwrap_or(f64::NAN);
+    ticks / 100.
+}
 
 fn argmax(logits: &[f32]) -> u32 {
     logits
@@ -51,6 +70,11 @@ fn main() -> anyhow::Result<()> {
         max_seq_len: Some(PROMPT_TOKENS + decode_steps + 8),
         device,
         fused_cpu_attention: !args.iter().any(|a| a == "--tensor-ops"),
+        quantized_matmul: if args.iter().any(|a| a == "--keep-quantized") {
+            QuantizedMatmul::Keep
+        } else {
+            QuantizedMatmul::Auto
+        },
     };
     let started = Instant::now();
     let mut model = load_model(&path, &options)?;
@@ -99,10 +123,13 @@ fn main() -> anyhow::Result<()> {
                 .collect(),
         };
         let started = Instant::now();
+        let cpu_started = cpu_seconds();
         let logits = model.executor.forward(&prefill)?;
         let prefill_seconds = started.elapsed().as_secs_f64();
+        let prefill_cpu = cpu_seconds() - cpu_started;
         let mut last: Vec<u32> = logits.iter().map(|row| argmax(row)).collect();
         let started = Instant::now();
+        let cpu_started = cpu_seconds();
         for step in 0..decode_steps {
             let batch = ForwardBatch {
                 chunks: (0..concurrency)
@@ -119,13 +146,15 @@ fn main() -> anyhow::Result<()> {
             last = logits.iter().map(|row| argmax(row)).collect();
         }
         let decode_seconds = started.elapsed().as_secs_f64();
+        let decode_cpu = cpu_seconds() - cpu_started;
+        let prompt_tokens = (concurrency * PROMPT_TOKENS) as f64;
+        let decoded_tokens = (concurrency * decode_steps) as f64;
         println!(
-            "concurrency {concurrency:>3}: prefill {:>8.1} tok/s ({} tokens in {:.3}s), decode {:>8.1} tok/s aggregate ({:.1} tok/s per sequence, {:.2} ms/step)",
-            (concurrency * PROMPT_TOKENS) as f64 / prefill_seconds,
-            concurrency * PROMPT_TOKENS,
-            prefill_seconds,
-            (concurrency * decode_steps) as f64 / decode_seconds,
-            decode_steps as f64 / decode_seconds,
+            "concurrency {concurrency:>3}: prefill {:>7.1} tok/s wall, {:>7.1} tok/cpu-s | decode {:>7.1} tok/s wall aggregate, {:>7.1} tok/cpu-s ({:.1} ms/step wall)",
+            prompt_tokens / prefill_seconds,
+            prompt_tokens / prefill_cpu,
+            decoded_tokens / decode_seconds,
+            decoded_tokens / decode_cpu,
             decode_seconds * 1000. / decode_steps as f64,
         );
     }

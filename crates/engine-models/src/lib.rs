@@ -30,6 +30,9 @@ pub use adaptive_engine::ModelExecutor;
 pub use chat_template::{ChatMessage, ChatTemplate, ChatTemplateInput};
 pub use config::{Architecture, LlamaFamilyConfig, RopeScaling, RopeStyle};
 pub use error::ModelError;
-pub use loader::{load_model, DeviceChoice, KvCacheSize, LoadOptions, LoadedModel, ModelInfo};
+pub use loader::{
+    load_model, DeviceChoice, KvCacheSize, LoadOptions, LoadedModel, ModelInfo, QuantizedMatmul,
+    AUTO_DEQUANTIZE_MAX_BYTES,
+};
 pub use paged::PagedLlama;
 pub use tokenizer::{IncrementalDetokenizer, SpecialTokens};

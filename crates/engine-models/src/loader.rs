@@ -27,6 +27,29 @@ pub enum KvCacheSize {
     Blocks(usize),
 }
 
+/// How quantized GGUF matrices run.
+///
+/// candle's CPU quantized matmul is SIMD only for some formats (Q4_0, Q8_0, K-quants) and only
+/// when built with the matching target features (`-C target-cpu=native`); Q4_1 and any format
+/// in a default build run a scalar dot product per input row and weight row, so batching gains
+/// nothing. Dense f32 matrices go through gemm, which picks AVX2/FMA at run time and reads each
+/// weight once per batch: 4x the memory and weight traffic per step, but far faster prefill and
+/// batched decode for small models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QuantizedMatmul {
+    /// Dequantize on CPU when the model's dense f32 weights fit in
+    /// [`AUTO_DEQUANTIZE_MAX_BYTES`]; keep quantized otherwise and on GPUs.
+    #[default]
+    Auto,
+    /// Always run the quantized kernels (exactly what llama.cpp-style inference computes).
+    Keep,
+    /// Always dequantize to f32 at load time.
+    DequantizeF32,
+}
+
+/// The f32 weight size up to which [`QuantizedMatmul::Auto`] dequantizes on CPU (~500M params).
+pub const AUTO_DEQUANTIZE_MAX_BYTES: u64 = 2 << 30;
+
 /// Which device runs the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeviceChoice {
@@ -47,6 +70,7 @@ pub struct LoadOptions {
     /// On CPU, run paged attention with the fused kernels (fast) rather than generic tensor ops
     /// (what other devices run). Off only to compare the two.
     pub fused_cpu_attention: bool,
+    pub quantized_matmul: QuantizedMatmul,
 }
 
 impl Default for LoadOptions {
@@ -57,6 +81,7 @@ impl Default for LoadOptions {
             max_seq_len: None,
             device: DeviceChoice::Cpu,
             fused_cpu_attention: true,
+            quantized_matmul: QuantizedMatmul::Auto,
         }
     }
 }
@@ -206,6 +231,11 @@ fn load_gguf(path: &Path, options: &LoadOptions) -> Result<LoadedModel, ModelErr
         .map(|info| info.shape.elem_count() as u64)
         .sum();
     let (cache, kv_bytes_per_block) = cache_shape(options, &config)?;
+    gguf.dequantize_matrices = match options.quantized_matmul {
+        QuantizedMatmul::Keep => false,
+        QuantizedMatmul::DequantizeF32 => true,
+        QuantizedMatmul::Auto => device.is_cpu() && parameters * 4 <= AUTO_DEQUANTIZE_MAX_BYTES,
+    };
     let mut source = WeightSource::Gguf(gguf);
     let mut executor = PagedLlama::load(config.clone(), &mut source, cache, &device)?;
     executor.set_use_cpu_kernels(options.fused_cpu_attention);

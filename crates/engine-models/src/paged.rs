@@ -19,6 +19,7 @@
 //! the final norm and the (large) vocabulary projection.
 
 use adaptive_engine::{ExecutorError, ForwardBatch, KvGeometry, ModelExecutor, SequenceChunk};
+use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Tensor};
 
 use crate::config::{LlamaFamilyConfig, RopeStyle};
@@ -76,10 +77,13 @@ impl PagedLlama {
     ) -> Result<Self, ModelError> {
         let embed_tokens = source.dense("model.embed_tokens.weight", device)?;
         let lm_head = if source.contains("lm_head.weight") {
-            Linear::new(source.matrix("lm_head.weight", device)?, None)
+            Linear::new(source.matrix("lm_head.weight", device)?, None)?
+        } else if source.matrices_are_dense() {
+            // Tied and dense: share the embedding table rather than hold a second copy.
+            Linear::new(QMatMul::Tensor(embed_tokens.clone()), None)?
         } else {
-            // Tied embeddings: GGUF keeps the (possibly quantized) table, HF the dense one.
-            Linear::new(source.matrix("model.embed_tokens.weight", device)?, None)
+            // Tied and quantized: the quantized table, as llama.cpp runs it.
+            Linear::new(source.matrix("model.embed_tokens.weight", device)?, None)?
         };
         let final_norm = source.dense("model.norm.weight", device)?;
         let kv_slots = cache.num_blocks * cache.block_size;
@@ -90,7 +94,7 @@ impl PagedLlama {
                 |source: &mut WeightSource, proj: &str| -> Result<Linear, ModelError> {
                     let weight = source.matrix(&name(&format!("{proj}.weight")), device)?;
                     let bias = source.optional_dense(&name(&format!("{proj}.bias")), device)?;
-                    Ok(Linear::new(weight, bias))
+                    Ok(Linear::new(weight, bias)?)
                 };
             let cache_shape = (config.num_kv_heads, kv_slots, config.head_dim);
             layers.push(Layer {

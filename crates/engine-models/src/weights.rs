@@ -17,19 +17,38 @@ use candle_core::{DType, Device, Module, Tensor};
 use crate::error::ModelError;
 
 /// A weight matrix `[out, in]` with an optional bias, applied as `x @ W^T + b`.
+///
+/// Dense weights are stored transposed (`[in, out]`, contiguous): gemm then reads the right-hand
+/// side row-major, and small-batch matmuls (decode steps) avoid re-packing a column-major
+/// matrix on every call, which cost more than the multiplication itself.
 #[derive(Debug, Clone)]
 pub(crate) struct Linear {
-    weight: QMatMul,
+    weight: LinearWeight,
     bias: Option<Tensor>,
 }
 
+#[derive(Debug, Clone)]
+enum LinearWeight {
+    Quantized(QMatMul),
+    /// `[in, out]`.
+    DenseTransposed(Tensor),
+}
+
 impl Linear {
-    pub fn new(weight: QMatMul, bias: Option<Tensor>) -> Self {
-        Self { weight, bias }
+    pub fn new(weight: QMatMul, bias: Option<Tensor>) -> candle_core::Result<Self> {
+        let weight = match weight {
+            QMatMul::Tensor(dense) => LinearWeight::DenseTransposed(dense.t()?.contiguous()?),
+            quantized => LinearWeight::Quantized(quantized),
+        };
+        Ok(Self { weight, bias })
     }
 
+    /// `xs`: `[tokens, in]`.
     pub fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let ys = self.weight.forward(xs)?;
+        let ys = match &self.weight {
+            LinearWeight::Quantized(weight) => weight.forward(xs)?,
+            LinearWeight::DenseTransposed(weight_t) => xs.matmul(weight_t)?,
+        };
         match &self.bias {
             Some(bias) => ys.broadcast_add(bias),
             None => Ok(ys),
@@ -126,9 +145,20 @@ impl WeightSource {
         match self {
             Self::Gguf(gguf) => {
                 let qtensor = gguf.qtensor(hf_name, device)?;
+                if gguf.dequantize_matrices {
+                    return Ok(QMatMul::Tensor(qtensor.dequantize(device)?));
+                }
                 Ok(QMatMul::from_arc(qtensor)?)
             }
             Self::Safetensors(st) => Ok(QMatMul::Tensor(st.dense(hf_name, device)?)),
+        }
+    }
+
+    /// Whether [`Self::matrix`] returns dense f32 matrices (always for safetensors).
+    pub fn matrices_are_dense(&self) -> bool {
+        match self {
+            Self::Gguf(gguf) => gguf.dequantize_matrices,
+            Self::Safetensors(_) => true,
         }
     }
 
@@ -165,6 +195,8 @@ pub(crate) struct GgufWeights {
     /// Tensors read once and needed twice (a tied embedding is both the input table and the
     /// output projection).
     cache: HashMap<String, Arc<QTensor>>,
+    /// Dequantize weight matrices to f32 at load time (see `QuantizedMatmul`).
+    pub dequantize_matrices: bool,
 }
 
 impl GgufWeights {
@@ -209,6 +241,7 @@ impl GgufWeights {
             content,
             reader,
             cache: HashMap::new(),
+            dequantize_matrices: false,
         })
     }
 

@@ -3,7 +3,7 @@
 use adaptive_engine::{ForwardBatch, SequenceChunk};
 use adaptive_engine_models::{
     convert::gguf_to_hf, load_model, ChatMessage, ChatTemplateInput, KvCacheSize, LoadOptions,
-    LoadedModel,
+    LoadedModel, QuantizedMatmul,
 };
 
 use crate::common::{argmax, greedy_batch, smollm_path};
@@ -66,8 +66,18 @@ fn smollm_gguf_info_is_read_from_metadata() {
 
 #[test]
 fn smollm_greedy_answers_paris_deterministically() {
+    for quantized_matmul in [QuantizedMatmul::Auto, QuantizedMatmul::Keep] {
+        greedy_paris_with(quantized_matmul);
+    }
+}
+
+fn greedy_paris_with(quantized_matmul: QuantizedMatmul) {
     let Some(path) = smollm_path() else { return };
-    let mut model = load_model(&path, &options()).expect("load");
+    let options = LoadOptions {
+        quantized_matmul,
+        ..options()
+    };
+    let mut model = load_model(&path, &options).expect("load");
     let prompt = chat_prompt(&model, "What is the capital of France?");
     let eos = model.info.eos_token_ids.clone();
     let first = greedy_batch(
@@ -78,7 +88,7 @@ fn smollm_greedy_answers_paris_deterministically() {
         8,
     );
     let text = model.tokenizer.decode(&first[0], true).expect("decode");
-    eprintln!("smollm says: {text:?}");
+    eprintln!("smollm ({quantized_matmul:?}) says: {text:?}");
     assert!(text.contains("Paris"), "{text:?}");
     assert!(text.is_ascii(), "{text:?}");
     // A second run over a KV cache holding stale entries from the first must not change anything.
@@ -198,9 +208,13 @@ fn smollm_converted_to_hf_layout_decodes_the_same() {
 fn smollm_gguf_matches_candle_quantized_llama() {
     use candle_transformers::models::quantized_llama::ModelWeights;
     let Some(path) = smollm_path() else { return };
+    let quantized = LoadOptions {
+        quantized_matmul: QuantizedMatmul::Keep,
+        ..options()
+    };
     let tensor_ops = LoadOptions {
         fused_cpu_attention: false,
-        ..options()
+        ..quantized.clone()
     };
     let mut model = load_model(&path, &tensor_ops).expect("load");
     let prompt = chat_prompt(&model, "What is the capital of France?");
@@ -247,7 +261,7 @@ fn smollm_gguf_matches_candle_quantized_llama() {
         tokens.push(argmax(&expected));
     }
     let reference_tokens = tokens[prompt.len()..].to_vec();
-    let mut fused = load_model(&path, &options()).expect("load");
+    let mut fused = load_model(&path, &quantized).expect("load");
     let generated = greedy_batch(fused.executor.as_mut(), &[prompt], 6, &[], 8);
     assert_eq!(generated[0], reference_tokens);
 }
