@@ -35,4 +35,4 @@ pub use loader::{
     AUTO_DEQUANTIZE_MAX_BYTES,
 };
 pub use paged::PagedLlama;
-pub use tokenizer::{IncrementalDetokenizer, SpecialTokens};
+pub use tokenizer::{gguf_tokenizer, IncrementalDetokenizer, SpecialTokens};

@@ -357,3 +357,16 @@ impl IncrementalDetokenizer {
             .map(str::to_string))
     }
 }
+
+/// The tokenizer of a GGUF file and its special tokens, without loading any weights.
+pub fn gguf_tokenizer(path: &Path) -> Result<(Tokenizer, SpecialTokens), ModelError> {
+    let mut file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
+    let content = gguf_file::Content::read(&mut file)
+        .map_err(|e| ModelError::corrupt(path, format!("cannot read GGUF header: {e}")))?;
+    let metadata = GgufMetadata {
+        path,
+        content: &content,
+    };
+    let (document, special) = gguf_tokenizer_json(&metadata)?;
+    Ok((tokenizer_from_json(path, &document)?, special))
+}

@@ -146,3 +146,70 @@ fn incremental_detokenizer_never_emits_broken_utf8() {
         ids.len()
     );
 }
+
+/// A SentencePiece-style ("llama") vocabulary in GGUF metadata: merges come from the scores,
+/// spaces are `▁`, and characters outside the vocabulary fall back to `<0xNN>` byte tokens.
+#[test]
+fn gguf_sentencepiece_tokenizer_round_trips_with_byte_fallback() {
+    use candle_core::quantized::gguf_file::{self, Value};
+    let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
+    let mut types: Vec<Value> = vec![Value::I32(2), Value::I32(3), Value::I32(3)];
+    for byte in 0..=255u8 {
+        tokens.push(format!("<0x{byte:02X}>"));
+        types.push(Value::I32(6));
+    }
+    let pieces = [
+        "▁", "h", "e", "l", "o", "w", "r", "d", "é", "▁h", "he", "ll", "llo", "▁he", "▁hello",
+        "▁w", "or", "▁wor", "ld", "▁world",
+    ];
+    for piece in pieces {
+        tokens.push(piece.into());
+        types.push(Value::I32(1));
+    }
+    // Longer pieces score higher, so they merge first (as SentencePiece ranks them).
+    let scores: Vec<Value> = tokens
+        .iter()
+        .map(|t| Value::F32(t.chars().count() as f32 - 10.))
+        .collect();
+    let metadata = vec![
+        ("general.architecture", Value::String("llama".into())),
+        ("tokenizer.ggml.model", Value::String("llama".into())),
+        (
+            "tokenizer.ggml.tokens",
+            Value::Array(tokens.iter().map(|t| Value::String(t.clone())).collect()),
+        ),
+        ("tokenizer.ggml.scores", Value::Array(scores)),
+        ("tokenizer.ggml.token_type", Value::Array(types)),
+        ("tokenizer.ggml.bos_token_id", Value::U32(1)),
+        ("tokenizer.ggml.eos_token_id", Value::U32(2)),
+        ("tokenizer.ggml.unknown_token_id", Value::U32(0)),
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("spm.gguf");
+    let mut file = std::fs::File::create(&path).expect("create");
+    let metadata_refs: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+    gguf_file::write(&mut file, &metadata_refs, &[]).expect("write gguf");
+    drop(file);
+
+    let (tokenizer, special) = adaptive_engine_models::gguf_tokenizer(&path).expect("tokenizer");
+    assert_eq!(special.bos_token_id, Some(1));
+    assert_eq!(special.eos_token_ids, vec![2]);
+    assert!(
+        special.add_bos_token,
+        "llama vocabularies default to a bos token"
+    );
+    let text = "hello world hé 👋";
+    let ids = tokenizer
+        .encode(text, false)
+        .expect("encode")
+        .get_ids()
+        .to_vec();
+    let id = |piece: &str| tokenizer.token_to_id(piece).expect("piece in vocab");
+    assert_eq!(&ids[..2], &[id("▁hello"), id("▁world")]);
+    // 👋 is not in the vocabulary: its four UTF-8 bytes.
+    assert_eq!(
+        &ids[ids.len() - 4..],
+        &[id("<0xF0>"), id("<0x9F>"), id("<0x91>"), id("<0x8B>")]
+    );
+    assert_eq!(tokenizer.decode(&ids, false).expect("decode"), text);
+}
