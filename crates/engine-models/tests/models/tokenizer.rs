@@ -171,7 +171,7 @@ fn gguf_sentencepiece_tokenizer_round_trips_with_byte_fallback() {
         .iter()
         .map(|t| Value::F32(t.chars().count() as f32 - 10.))
         .collect();
-    let metadata = vec![
+    let metadata = [
         ("general.architecture", Value::String("llama".into())),
         ("tokenizer.ggml.model", Value::String("llama".into())),
         (
