@@ -15,8 +15,8 @@
 //! in the writer), and the local-directory backend has no multipart state at all, so part-level
 //! resume would be S3-only code below the abstraction. Models are a handful of files of a few
 //! GB at most, so the worst case re-sends one file. A killed process leaves its S3 multipart
-//! upload open; buckets should carry an `AbortIncompleteMultipartUpload` lifecycle rule (the
-//! Helm chart documents it), and uploads that fail in-process are aborted here.
+//! upload open; buckets should carry an `AbortIncompleteMultipartUpload` lifecycle rule, while
+//! uploads that fail in-process are aborted here.
 //!
 //! The manifest is written last and the markers are removed after it, so a model is either
 //! complete and visible or invisible.

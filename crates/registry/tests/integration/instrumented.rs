@@ -21,6 +21,9 @@ pub struct Counters {
     pub ranged_gets: AtomicUsize,
     /// Parts allowed before every further part fails; `usize::MAX` for no limit.
     pub parts_before_failure: AtomicUsize,
+    /// Parts allowed before every further part hangs forever (a process about to be killed);
+    /// `usize::MAX` for no limit.
+    pub parts_before_stall: AtomicUsize,
     /// This many ranged reads return corrupted bytes.
     pub corrupt_ranged_gets: AtomicUsize,
     gets_in_flight: AtomicUsize,
@@ -68,6 +71,7 @@ pub struct InstrumentedStore {
 pub fn instrument(store: &RegistryStore) -> (RegistryStore, Arc<Counters>) {
     let counters = Arc::new(Counters {
         parts_before_failure: AtomicUsize::new(usize::MAX),
+        parts_before_stall: AtomicUsize::new(usize::MAX),
         ..Counters::default()
     });
     let wrapped = InstrumentedStore {
@@ -198,6 +202,16 @@ impl MultipartUpload for InstrumentedUpload {
             .is_ok();
         if !allowed {
             return Box::pin(async { Err(injected("injected part failure")) });
+        }
+        let stalled = self
+            .counters
+            .parts_before_stall
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(1)
+            })
+            .is_err();
+        if stalled {
+            return Box::pin(futures::future::pending());
         }
         self.counters.parts_uploaded.fetch_add(1, Ordering::SeqCst);
         self.inner.put_part(data)

@@ -27,6 +27,7 @@ suite_for_backend!(
         import_gguf_then_resolve,
         multipart_upload_over_100mb_and_parallel_download,
         resume_after_interrupted_upload,
+        resume_after_killed_upload,
         corrupt_object_is_detected_and_refused,
         transient_corruption_is_retried,
         damaged_cache_is_repaired,
@@ -44,6 +45,7 @@ suite_for_backend!(
         import_gguf_then_resolve,
         multipart_upload_over_100mb_and_parallel_download,
         resume_after_interrupted_upload,
+        resume_after_killed_upload,
         corrupt_object_is_detected_and_refused,
         transient_corruption_is_retried,
         damaged_cache_is_repaired,
@@ -54,7 +56,8 @@ suite_for_backend!(
 );
 
 /// One SeaweedFS server, the whole path: the real SmolLM2 GGUF imported and cold-loaded, a
-/// multipart upload over 100 MB, resume, a corrupt object refused, deletion.
+/// multipart upload over 100 MB, resume after a failed and after a killed upload, a corrupt
+/// object refused, deletion.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seaweedfs_end_to_end() {
     let Some(backend) = backends::seaweedfs().await else {
@@ -63,6 +66,7 @@ async fn seaweedfs_end_to_end() {
     suite::import_smollm2_then_cold_load(&backend).await;
     suite::multipart_upload_over_100mb_and_parallel_download(&backend).await;
     suite::resume_after_interrupted_upload(&backend).await;
+    suite::resume_after_killed_upload(&backend).await;
     suite::corrupt_object_is_detected_and_refused(&backend).await;
     suite::transient_corruption_is_retried(&backend).await;
     suite::delete_removes_every_object(&backend).await;

@@ -191,6 +191,57 @@ pub async fn resume_after_interrupted_upload(backend: &TestBackend) {
     assert_eq!(tree_digests(&model_dir), tree_digests(&source));
 }
 
+/// The importing task is dropped mid-file, as a killed process would stop: no error path runs,
+/// no abort is sent. A second import resumes.
+pub async fn resume_after_killed_upload(backend: &TestBackend) {
+    let work = TempDir::new().expect("tempdir");
+    let source = hf_model_dir(work.path(), 30 * MIB, 13);
+    let model_key = key("killed-hf");
+    let request = ImportRequest {
+        source: source.clone(),
+        key: model_key.clone(),
+        name: None,
+    };
+    let (stalling_store, counters) = instrument(&backend.store);
+    counters.parts_before_stall.store(2, Ordering::SeqCst);
+    let importing = {
+        let registry = Registry::new(stalling_store);
+        let request = request.clone();
+        tokio::spawn(async move { import_model(&registry, &request, &import_options()).await })
+    };
+    wait_for("two parts of model.safetensors", || {
+        counters.parts_uploaded() >= 2
+    })
+    .await;
+    importing.abort();
+    assert!(importing.await.expect_err("killed").is_cancelled());
+
+    let registry = Registry::new(backend.store.clone());
+    assert!(!registry.exists(&model_key).await.expect("exists"));
+    let summary = import_model(&registry, &request, &import_options())
+        .await
+        .expect("resumed import");
+    assert_eq!(
+        summary.resumed_files, 2,
+        "the small files were already uploaded"
+    );
+    assert_eq!(summary.uploaded_files, 2);
+    let model_cache = cache(&backend.store, &work.path().join("cache"), 1 << 30);
+    let model_dir = model_cache.resolve("killed-hf").await.expect("resolve");
+    assert_eq!(tree_digests(&model_dir), tree_digests(&source));
+}
+
+/// Polls `condition` (bounded) instead of sleeping for a guessed duration.
+async fn wait_for(what: &str, condition: impl Fn() -> bool) {
+    for _ in 0..600 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
 pub async fn corrupt_object_is_detected_and_refused(backend: &TestBackend) {
     let work = TempDir::new().expect("tempdir");
     let source = gguf_file(work.path(), "victim.gguf", MIB, 21);
