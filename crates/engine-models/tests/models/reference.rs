@@ -529,3 +529,56 @@ fn invalid_batches_are_rejected_not_panicked() {
         );
     }
 }
+
+/// Prefix caching as the scheduler does it: a second sequence whose block table starts with the
+/// first sequence's full blocks prefills only its own suffix, and gets the logits of a full
+/// prefill.
+#[test]
+fn shared_prefix_blocks_give_full_prefill_logits() {
+    for fused_cpu_attention in ATTENTION_PATHS {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_tiny_model(dir.path(), Family::Llama, 9);
+        let options = LoadOptions {
+            fused_cpu_attention,
+            ..options()
+        };
+        let mut model = load_model(dir.path(), &options).expect("load");
+        let shared = prompt(40, 2 * BLOCK_SIZE);
+        let mut first = shared.clone();
+        first.extend(prompt(41, 3));
+        let mut second = shared.clone();
+        second.extend(prompt(42, 5));
+        let chunk = |tokens: &[u32], start_pos: usize, block_table: Vec<u32>| SequenceChunk {
+            sequence_id: 0,
+            tokens: tokens.to_vec(),
+            start_pos,
+            block_table,
+            wants_logits: true,
+        };
+        let run = |model: &mut adaptive_engine_models::LoadedModel, chunk: SequenceChunk| {
+            model
+                .executor
+                .forward(&ForwardBatch {
+                    chunks: vec![chunk],
+                })
+                .expect("forward")
+                .remove(0)
+        };
+        // The first sequence fills blocks 10 and 11 with the shared prefix.
+        run(&mut model, chunk(&first, 0, vec![10, 11, 12]));
+        let cached = run(
+            &mut model,
+            chunk(
+                &second[2 * BLOCK_SIZE..],
+                2 * BLOCK_SIZE,
+                vec![10, 11, 20, 21],
+            ),
+        );
+        let full = run(&mut model, chunk(&second, 0, vec![30, 31, 32, 33]));
+        let error = relative_error(&cached, &full);
+        assert!(
+            error < 1e-5,
+            "fused={fused_cpu_attention}: relative error {error}"
+        );
+    }
+}
