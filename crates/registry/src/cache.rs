@@ -44,7 +44,7 @@ use crate::error::{RegistryError, Result};
 use crate::import::{join_error, sha256_file, walk_files};
 use crate::key::ModelKey;
 use crate::location::RegistryStore;
-use crate::manifest::{Manifest, ManifestFile, FILES_DIR, MANIFEST_FILE};
+use crate::manifest::{Manifest, ManifestFile, ModelFormat, FILES_DIR, MANIFEST_FILE};
 use crate::registry::Registry;
 
 const PARTIAL_DIR: &str = "partial";
@@ -81,6 +81,36 @@ pub struct CachedModel {
     pub complete: bool,
     /// LRU stamp; larger is more recent, 0 when never completed.
     pub last_used: u64,
+}
+
+/// A model ready to load from local disk.
+#[derive(Debug, Clone)]
+pub struct ResolvedModel {
+    /// Holds every file of `manifest` at its relative path, verified.
+    pub directory: PathBuf,
+    pub manifest: Manifest,
+}
+
+impl ResolvedModel {
+    fn new(directory: PathBuf, manifest: Manifest) -> Self {
+        Self {
+            directory,
+            manifest,
+        }
+    }
+
+    /// What a loader opens: the `.gguf` file of a GGUF model, the directory of an HF model.
+    pub fn load_path(&self) -> PathBuf {
+        let gguf_file = self
+            .manifest
+            .files
+            .iter()
+            .find(|file| file.path.to_ascii_lowercase().ends_with(".gguf"));
+        match (self.manifest.format, gguf_file) {
+            (ModelFormat::Gguf, Some(file)) => self.directory.join(&file.path),
+            _ => self.directory.clone(),
+        }
+    }
 }
 
 /// Local cache of registry models for one harmony replica. See the module docs.
@@ -121,6 +151,11 @@ impl ModelCache {
     /// resolve under it), downloading and verifying whatever is missing. Accepts
     /// `model_registry://<key>` or a bare key.
     pub async fn resolve(&self, model_path: &str) -> Result<PathBuf> {
+        Ok(self.resolve_model(model_path).await?.directory)
+    }
+
+    /// [`ModelCache::resolve`], also returning the manifest the files were verified against.
+    pub async fn resolve_model(&self, model_path: &str) -> Result<ResolvedModel> {
         let key = ModelKey::from_registry_path(model_path)?;
         let _serialized = self.resolve_lock.lock().await;
         let model_dir = self.cache_dir.join(key.as_str());
@@ -137,7 +172,7 @@ impl ModelCache {
                 }
                 tracing::warn!(%key, %error, "registry unreachable, using the cached copy");
                 self.touch(&model_dir).await?;
-                return Ok(files_dir);
+                return Ok(ResolvedModel::new(files_dir, local_manifest));
             }
             Err(error) => return Err(error),
         };
@@ -146,7 +181,7 @@ impl ModelCache {
             && sizes_match(&files_dir, &remote_manifest.files).await;
         if cached_copy_is_current {
             self.touch(&model_dir).await?;
-            return Ok(files_dir);
+            return Ok(ResolvedModel::new(files_dir, remote_manifest));
         }
 
         let needed_bytes = remote_manifest.total_size();
@@ -169,7 +204,7 @@ impl ModelCache {
             .map_err(RegistryError::io("write cache mark"))?;
         self.touch(&model_dir).await?;
         tracing::info!(%key, bytes = needed_bytes, "model cached and verified");
-        Ok(files_dir)
+        Ok(ResolvedModel::new(files_dir, remote_manifest))
     }
 
     /// The model directories in the cache, least recently used first.

@@ -24,6 +24,12 @@
 //! let model_dir = cache.resolve("model_registry://smollm2-135m").await?;
 //! // model_dir holds the manifest's files at their relative paths: a `.gguf` file, or
 //! // config.json + *.safetensors + tokenizer files. Every file matched its sha256.
+//!
+//! // Or with the manifest: format, architecture, context length, and the path to load
+//! // (the .gguf file itself for GGUF models, the directory for HF models).
+//! let resolved = cache.resolve_model("model_registry://smollm2-135m").await?;
+//! let load_from = resolved.load_path();
+//! # let _ = (model_dir, load_from);
 //! # Ok(()) }
 //! ```
 //!
@@ -47,7 +53,7 @@ pub mod location;
 pub mod manifest;
 pub mod registry;
 
-pub use cache::{CachedModel, DownloadOptions, ModelCache};
+pub use cache::{CachedModel, DownloadOptions, ModelCache, ResolvedModel};
 pub use error::RegistryError;
 pub use import::{import_model, ImportOptions, ImportRequest, ImportSummary};
 pub use key::{ModelKey, MODEL_REGISTRY_SCHEME};

@@ -135,8 +135,13 @@ pub async fn multipart_upload_over_100mb_and_parallel_download(backend: &TestBac
     );
 
     let model_cache = cache(&counted_store, &work.path().join("cache"), 1 << 30);
-    let model_dir = model_cache.resolve("big-hf").await.expect("resolve");
-    assert_eq!(tree_digests(&model_dir), tree_digests(&source));
+    let resolved = model_cache.resolve_model("big-hf").await.expect("resolve");
+    assert_eq!(
+        resolved.load_path(),
+        resolved.directory,
+        "HF models load from the directory"
+    );
+    assert_eq!(tree_digests(&resolved.directory), tree_digests(&source));
     assert!(
         counters.ranged_gets() >= 28,
         "110 MiB in 4 MiB ranges, got {} gets",
@@ -445,12 +450,15 @@ pub async fn import_smollm2_then_cold_load(backend: &TestBackend) {
 
     let work = TempDir::new().expect("tempdir");
     let model_cache = cache(&backend.store, &work.path().join("cache"), 1 << 30);
-    let model_dir = model_cache
-        .resolve(&model_key.registry_path())
+    let resolved = model_cache
+        .resolve_model(&model_key.registry_path())
         .await
         .expect("cold load");
+    assert_eq!(&resolved.manifest, manifest);
+    let gguf_path = resolved.load_path();
     assert_eq!(
-        sha256_of_file(&model_dir.join("SmolLM2-135M-Instruct.Q4_1.gguf")),
-        manifest.files[0].sha256
+        gguf_path,
+        resolved.directory.join("SmolLM2-135M-Instruct.Q4_1.gguf")
     );
+    assert_eq!(sha256_of_file(&gguf_path), manifest.files[0].sha256);
 }
