@@ -77,28 +77,45 @@ impl Registry {
     /// Every complete model (one with a manifest), sorted by key. Directories whose name is not
     /// a valid key, and unfinished imports, are skipped.
     pub async fn list_models(&self) -> Result<Vec<Manifest>> {
-        let root = self.store.path("");
-        let listing = self
-            .object_store()
-            .list_with_delimiter(Some(&root))
-            .await
-            .map_err(RegistryError::store("list registry"))?;
         let mut manifests = Vec::new();
-        for directory in &listing.common_prefixes {
-            let Some(name) = directory.filename() else {
-                continue;
-            };
-            let Ok(key) = ModelKey::parse(name) else {
-                continue;
-            };
+        for key in self.keys_with_objects().await? {
             match self.manifest(&key).await {
                 Ok(manifest) => manifests.push(manifest),
                 Err(RegistryError::ModelNotFound { .. }) => {}
                 Err(error) => return Err(error),
             }
         }
-        manifests.sort_by(|left, right| left.key.cmp(&right.key));
         Ok(manifests)
+    }
+
+    /// Keys that hold objects but no manifest: imports that were interrupted (and may still
+    /// be resumed) or abandoned. [`Registry::delete_model`] removes one.
+    pub async fn list_unfinished_imports(&self) -> Result<Vec<ModelKey>> {
+        let mut unfinished = Vec::new();
+        for key in self.keys_with_objects().await? {
+            if !self.exists(&key).await? {
+                unfinished.push(key);
+            }
+        }
+        Ok(unfinished)
+    }
+
+    /// The valid keys among the registry's top-level directories, sorted.
+    async fn keys_with_objects(&self) -> Result<Vec<ModelKey>> {
+        let root = self.store.path("");
+        let listing = self
+            .object_store()
+            .list_with_delimiter(Some(&root))
+            .await
+            .map_err(RegistryError::store("list registry"))?;
+        let mut keys: Vec<ModelKey> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|directory| directory.filename())
+            .filter_map(|name| ModelKey::parse(name).ok())
+            .collect();
+        keys.sort();
+        Ok(keys)
     }
 
     /// Removes the model's manifest, then every object under its key.

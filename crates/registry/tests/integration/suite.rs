@@ -174,6 +174,11 @@ pub async fn resume_after_interrupted_upload(backend: &TestBackend) {
     assert!(!registry.exists(&model_key).await.expect("exists"));
     let listed = registry.list_models().await.expect("list");
     assert!(listed.iter().all(|manifest| manifest.key != model_key));
+    let unfinished = registry
+        .list_unfinished_imports()
+        .await
+        .expect("unfinished");
+    assert!(unfinished.contains(&model_key), "{unfinished:?}");
 
     let summary = import_model(&registry, &request, &import_options())
         .await
@@ -184,6 +189,11 @@ pub async fn resume_after_interrupted_upload(backend: &TestBackend) {
     );
     assert_eq!(summary.uploaded_files, 2);
     assert_eq!(summary.manifest.name, "Resumed");
+    let unfinished = registry
+        .list_unfinished_imports()
+        .await
+        .expect("unfinished");
+    assert!(!unfinished.contains(&model_key), "{unfinished:?}");
     let leftovers: Vec<String> = object_paths_under(&backend.store, &model_key)
         .await
         .into_iter()
