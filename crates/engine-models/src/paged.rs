@@ -86,7 +86,16 @@ impl PagedLlama {
             Linear::new(source.matrix("model.embed_tokens.weight", device)?, None)?
         };
         let final_norm = source.dense("model.norm.weight", device)?;
-        let kv_slots = cache.num_blocks * cache.block_size;
+        let kv_slots = cache
+            .num_blocks
+            .checked_mul(cache.block_size)
+            .filter(|slots| u32::try_from(*slots).is_ok())
+            .ok_or_else(|| {
+                ModelError::Options(format!(
+                    "kv cache of {} blocks of {} tokens is too large",
+                    cache.num_blocks, cache.block_size
+                ))
+            })?;
         let mut layers = Vec::with_capacity(config.num_layers);
         for index in 0..config.num_layers {
             let name = |suffix: &str| format!("model.layers.{index}.{suffix}");

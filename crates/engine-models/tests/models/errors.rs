@@ -101,3 +101,27 @@ fn corrupt_safetensors_is_named() {
     assert!(matches!(error, ModelError::Corrupt { .. }), "{error:?}");
     assert!(error.to_string().contains("model.safetensors"), "{error}");
 }
+
+#[test]
+fn impossible_kv_cache_sizes_are_option_errors() {
+    use adaptive_engine_models::KvCacheSize;
+    let dir = tempfile::tempdir().expect("tempdir");
+    crate::reference::write_tiny_model(dir.path(), crate::reference::Family::Llama, 1);
+    for (kv_cache, block_size) in [
+        (KvCacheSize::Blocks(usize::MAX / 2), 16),
+        (KvCacheSize::Blocks(0), 16),
+        (KvCacheSize::MemoryBudgetBytes(10), 16),
+        (KvCacheSize::Blocks(4), 0),
+    ] {
+        let options = LoadOptions {
+            kv_cache,
+            block_size,
+            ..LoadOptions::default()
+        };
+        let error = load_model(dir.path(), &options).expect_err("must fail");
+        assert!(
+            matches!(error, ModelError::Options(_)),
+            "{kv_cache:?}: {error:?}"
+        );
+    }
+}
