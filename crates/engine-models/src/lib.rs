@@ -15,6 +15,14 @@
 //! shape per call, so the forward pass here is ours, built from candle's ops and quantized
 //! matmuls; candle-transformers is only a dev-dependency, the reference the exactness tests
 //! compare against. CUDA is behind the `cuda` feature; the CPU path never depends on it.
+//!
+//! Performance notes (CPU): candle's quantized CPU matmul is scalar for Q4_1 (and for every
+//! format unless the binary is built with `-C target-cpu=native`), one dot product per input row
+//! and weight row, so batching gains nothing with it. [`QuantizedMatmul::Auto`] therefore
+//! dequantizes small models (up to [`AUTO_DEQUANTIZE_MAX_BYTES`] of f32 weights) to f32 at load
+//! time, where gemm picks AVX2/FMA at run time and reads each weight once per batch; attention
+//! runs in fused kernels (`cpu_attention`) whose cost does not grow with the number of
+//! sequences in a step. `examples/bench_decode.rs` measures prefill and batched decode.
 
 pub mod chat_template;
 pub mod config;

@@ -79,7 +79,8 @@ impl PagedLlama {
         let lm_head = if source.contains("lm_head.weight") {
             Linear::new(source.matrix("lm_head.weight", device)?, None)?
         } else if source.matrices_are_dense() {
-            // Tied and dense: share the embedding table rather than hold a second copy.
+            // Tied and dense: built from the embedding table already in memory (Linear keeps
+            // its own transposed copy, which gemm reads far faster than a transposed view).
             Linear::new(QMatMul::Tensor(embed_tokens.clone()), None)?
         } else {
             // Tied and quantized: the quantized table, as llama.cpp runs it.
