@@ -24,6 +24,8 @@ pub enum ApiError {
     Unauthenticated(&'static str),
     #[error("{0}")]
     NotSupported(String),
+    #[error("the request did not complete within {0} seconds")]
+    Timeout(u64),
 }
 
 impl ApiError {
@@ -34,6 +36,7 @@ impl ApiError {
             ApiError::InvalidRequest(_) => ErrorCode::InvalidRequest,
             ApiError::Unauthenticated(_) => ErrorCode::Unauthenticated,
             ApiError::NotSupported(_) => ErrorCode::NotSupported,
+            ApiError::Timeout(_) => ErrorCode::Timeout,
         }
     }
 

@@ -144,6 +144,7 @@ impl ControlPlane {
         .expect("the gateway's HTTP client builds with static settings");
         let state = AppState {
             store,
+            request_timeout: Duration::from_secs(config.server.timeout_seconds),
             registry,
             metrics: Arc::new(metrics),
             heartbeat: HeartbeatPolicy {

@@ -21,11 +21,12 @@ mod scalars;
 mod users;
 
 use async_graphql::{Context, EmptySubscription, MergedObject, Schema};
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::extract::State;
+use axum::Json;
 
 use crate::auth::Authenticated;
 use crate::error::ApiError;
+use crate::http::AppJson;
 use crate::registry::SharedRegistry;
 use crate::store::{MetadataStore, User};
 
@@ -74,14 +75,15 @@ pub fn build_schema(
     builder.disable_introspection().finish()
 }
 
-/// `POST /api/graphql`: authenticate, then execute with the caller in the context.
+/// `POST /api/graphql`: authenticate, then execute with the caller in the context. A body that
+/// is not a GraphQL request gets our 400 error body, like every other route.
 pub async fn handler(
     State(schema): State<ApiSchema>,
     caller: Authenticated,
-    request: GraphQLRequest,
-) -> GraphQLResponse {
-    let request = request.into_inner().data(Viewer(caller.user));
-    schema.execute(request).await.into()
+    AppJson(request): AppJson<async_graphql::Request>,
+) -> Json<async_graphql::Response> {
+    let request = request.data(Viewer(caller.user));
+    Json(schema.execute(request).await)
 }
 
 pub(crate) type GqlResult<T> = Result<T, async_graphql::Error>;

@@ -35,6 +35,8 @@ pub struct HeartbeatPolicy {
 #[derive(Clone)]
 pub struct AppState {
     pub store: MetadataStore,
+    /// `server.timeout_seconds`: a public request taking longer fails with 408.
+    pub request_timeout: Duration,
     pub registry: SharedRegistry,
     pub metrics: Arc<ServerMetrics>,
     pub heartbeat: HeartbeatPolicy,
@@ -81,10 +83,26 @@ pub fn public_router(state: AppState) -> Router {
         .route("/api/graphql", post(crate::graphql::handler))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
+            state.request_timeout,
+            enforce_timeout,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             metrics,
             telemetry::record_request,
         ))
         .with_state(state)
+}
+
+async fn enforce_timeout(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout(limit.as_secs()).into_response(),
+    }
 }
 
 /// Port 9009.
