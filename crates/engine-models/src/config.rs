@@ -195,6 +195,8 @@ struct HfConfig {
     hidden_act: Option<String>,
     #[serde(default)]
     use_sliding_window: Option<bool>,
+    #[serde(default)]
+    sliding_window: Option<usize>,
     pub bos_token_id: Option<u32>,
     pub eos_token_id: Option<serde_json::Value>,
 }
@@ -262,6 +264,13 @@ pub(crate) fn parse_hf_config(
         return Err(ModelError::unsupported(path, "sliding-window attention"));
     }
     let rope_scaling = parse_hf_rope_scaling(path, hf.rope_scaling.as_ref())?;
+    // Mistral declares a sliding window without a switch; within the window, sliding-window
+    // attention is full attention, so capping the context keeps every result exact. (Qwen
+    // configs carry a window too, but use it only with use_sliding_window, rejected above.)
+    let max_position_embeddings = match (architecture, hf.sliding_window) {
+        (Architecture::Llama, Some(window)) if window > 0 => hf.max_position_embeddings.min(window),
+        _ => hf.max_position_embeddings,
+    };
     let head_dim = hf
         .head_dim
         .unwrap_or(hf.hidden_size / hf.num_attention_heads.max(1));
@@ -278,7 +287,7 @@ pub(crate) fn parse_hf_config(
         rope_theta: hf.rope_theta as f32,
         rope_style: RopeStyle::HalfRotation,
         rope_scaling,
-        max_position_embeddings: hf.max_position_embeddings,
+        max_position_embeddings,
         tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(false),
         qkv_bias: match architecture {
             Architecture::Qwen2 => true,

@@ -582,3 +582,19 @@ fn shared_prefix_blocks_give_full_prefill_logits() {
         );
     }
 }
+
+/// Mistral's sliding window caps the context instead of being ignored: within the window,
+/// sliding-window attention is full attention.
+#[test]
+fn mistral_sliding_window_caps_the_context() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_tiny_model(dir.path(), Family::Llama, 1);
+    let config_path = dir.path().join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).expect("read")).expect("json");
+    config["model_type"] = "mistral".into();
+    config["sliding_window"] = 64.into();
+    std::fs::write(&config_path, config.to_string()).expect("write");
+    let model = load_model(dir.path(), &LoadOptions::default()).expect("load");
+    assert_eq!(model.info.context_length, 64);
+}

@@ -212,4 +212,24 @@ fn gguf_sentencepiece_tokenizer_round_trips_with_byte_fallback() {
         &[id("<0xF0>"), id("<0x9F>"), id("<0x91>"), id("<0x8B>")]
     );
     assert_eq!(tokenizer.decode(&ids, false).expect("decode"), text);
+
+    // Streaming holds the byte-fallback pieces of 👋 back until the character is complete.
+    let mut detokenizer = IncrementalDetokenizer::new(false);
+    let mut streamed = String::new();
+    for (index, &token) in ids.iter().enumerate() {
+        let piece = detokenizer.push(&tokenizer, token).expect("push");
+        let inside_emoji = index >= ids.len() - 4 && index < ids.len() - 1;
+        assert!(
+            !(inside_emoji && piece.is_some()),
+            "emitted {piece:?} mid-character"
+        );
+        streamed.push_str(&piece.unwrap_or_default());
+    }
+    streamed.push_str(
+        &detokenizer
+            .flush(&tokenizer)
+            .expect("flush")
+            .unwrap_or_default(),
+    );
+    assert_eq!(streamed, text);
 }
