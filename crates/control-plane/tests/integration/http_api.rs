@@ -148,6 +148,17 @@ async fn graphql_requires_a_valid_api_key() {
         .await
         .expect("request");
     assert_eq!(wrong.status().as_u16(), 401);
+    let malformed = client
+        .post(server.public_url("/api/graphql"))
+        .bearer_auth(&server.api_key)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(malformed.status().as_u16(), 400, "a body that is not JSON");
+    let body: Value = malformed.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "invalid_request");
     let me = server
         .graphql("{ me { email teams { role { key } } } }", json!({}))
         .await;
