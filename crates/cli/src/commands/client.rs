@@ -117,7 +117,10 @@ pub async fn run_models(command: ModelsCommand) -> anyhow::Result<()> {
                 println!("no models; add one with `adaptive models add <path> --name <name>`");
             }
             for model in models {
-                println!("{}\t{}\t{}\t{}", model.key, model.online, model.name, model.harmony_url);
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    model.key, model.online, model.name, model.harmony_url
+                );
             }
         }
         ModelsCommand::Add {
