@@ -45,6 +45,7 @@
 //! # }
 //! ```
 
+pub mod bench;
 mod candle_models;
 pub mod config;
 mod detokenize;
