@@ -11,6 +11,7 @@
 //!                                                           as child processes, then runs `load`
 //! ```
 //!
+//! `gateway --workers N` sets the gateway's tokio worker threads (default: one per core).
 //! `gateway --nodelay false` leaves Nagle's algorithm on for the client connections (axum's default).
 //! `fake` and `gateway` print `listening on http://ADDR` on stdout once ready and stop on
 //! SIGTERM or SIGINT; the gateway then drains its recorder and prints how many interactions it
@@ -55,17 +56,20 @@ fn main() -> BenchResult<()> {
     };
     let options = Options::parse(&rest)?;
     match role.as_str() {
-        "fake" => runtime()?.block_on(serve_fake()),
-        "gateway" => runtime()?.block_on(serve_gateway(options)),
-        "load" => runtime()?.block_on(run_load(options)),
+        "fake" => runtime(None)?.block_on(serve_fake()),
+        "gateway" => runtime(options.workers)?.block_on(serve_gateway(options)),
+        "load" => runtime(None)?.block_on(run_load(options)),
         _ => run_all(options),
     }
 }
 
-fn runtime() -> BenchResult<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
+/// Tokio's multi-thread runtime, one worker per core unless `workers` says otherwise.
+fn runtime(workers: Option<usize>) -> BenchResult<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = workers {
+        builder.worker_threads(workers);
+    }
+    Ok(builder.enable_all().build()?)
 }
 
 // === Options ===
@@ -75,6 +79,7 @@ struct Options {
     listen: String,
     upstream: Option<String>,
     nodelay: bool,
+    workers: Option<usize>,
     targets: Vec<(String, String)>,
     clients: Vec<usize>,
     modes: Vec<Mode>,
@@ -105,6 +110,7 @@ impl Options {
             listen: "127.0.0.1:0".into(),
             upstream: None,
             nodelay: true,
+            workers: None,
             targets: Vec::new(),
             clients: vec![1, 16, 256],
             modes: vec![Mode::Unary, Mode::Stream],
@@ -124,6 +130,7 @@ impl Options {
                 "--listen" => options.listen = value()?,
                 "--upstream" => options.upstream = Some(value()?),
                 "--nodelay" => options.nodelay = value()?.parse()?,
+                "--workers" => options.workers = Some(value()?.parse()?),
                 "--target" => {
                     let spec = value()?;
                     let (name, url) = spec
@@ -336,7 +343,7 @@ fn run_all(options: Options) -> BenchResult<()> {
         ("direct".into(), format!("{}/v1", fake.url)),
         ("gateway".into(), format!("{}/v1", gateway.url)),
     ];
-    let outcome = runtime()?.block_on(run_load(load_options));
+    let outcome = runtime(None)?.block_on(run_load(load_options));
     gateway.stop()?;
     fake.stop()?;
     outcome
