@@ -35,7 +35,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     let running = control_plane.start().await.map_err(into_anyhow)?;
-    wait_for_shutdown_signal().await;
+    super::wait_for_shutdown_signal().await;
     tracing::info!("shutting down");
     running.shutdown().await;
     Ok(())
@@ -48,29 +48,5 @@ fn into_anyhow(error: BuildError) -> anyhow::Error {
         BuildError::Store(StoreError::Invalid(message)) => UsageError(message).into(),
         BuildError::Secret(error) => UsageError(error.to_string()).into(),
         other => other.into(),
-    }
-}
-
-async fn wait_for_shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot listen for SIGTERM");
-                    let _ = interrupt.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
     }
 }
