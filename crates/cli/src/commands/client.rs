@@ -67,6 +67,9 @@ pub enum ModelsCommand {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Upload a model (an HF-layout directory or a .gguf file) into the model registry, with a
+    /// manifest of checksums, and register it with the control plane when one is given.
+    Import(super::models_import::ImportArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -111,6 +114,7 @@ pub async fn run_projects(command: ProjectsCommand) -> anyhow::Result<()> {
 
 pub async fn run_models(command: ModelsCommand) -> anyhow::Result<()> {
     match command {
+        ModelsCommand::Import(args) => super::models_import::run_import(args).await?,
         ModelsCommand::List(connection) => {
             let models = connection.client().list_models().await?;
             if models.is_empty() {

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod client;
 pub mod control_plane;
 pub mod harmony;
+pub mod models_import;
 pub mod serve;
 
 /// Exit code for bad configuration or arguments (sysexits.h `EX_USAGE`).
