@@ -242,6 +242,11 @@ fn spawn_server(
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        // Without TCP_NODELAY every streamed SSE event after the first waits for the client's
+        // delayed ACK (Nagle), about 40 ms per token.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await;

@@ -21,6 +21,9 @@ pub struct FakeModelSpec {
     /// If set, the context hash makes eos the most likely token about once every `eos_period`
     /// positions, so sequences end at varied lengths.
     pub eos: Option<(u32, u64)>,
+    /// Wall-clock time each forward pass takes, to keep requests in flight in tests of
+    /// draining and cancellation (zero: as fast as possible).
+    pub step_delay: std::time::Duration,
 }
 
 impl FakeModelSpec {
@@ -29,6 +32,7 @@ impl FakeModelSpec {
             vocab_size: 64,
             preferred_tokens: 1..64,
             eos: None,
+            step_delay: std::time::Duration::ZERO,
         }
     }
 }
@@ -107,6 +111,10 @@ impl ModelExecutor for FakeExecutor {
 
     fn forward(&mut self, batch: &ForwardBatch) -> Result<Vec<Vec<f32>>, ExecutorError> {
         self.forward_calls += 1;
+        if !self.spec.step_delay.is_zero() {
+            // The executor runs on the engine's own thread, never on the async runtime.
+            std::thread::sleep(self.spec.step_delay);
+        }
         let mut rows = Vec::new();
         for chunk in &batch.chunks {
             for (offset, &token) in chunk.tokens.iter().enumerate() {

@@ -37,6 +37,7 @@ pub fn load_fake_model(request: &SpawnModel) -> LoadedModel {
         vocab_size: VOCAB_SIZE,
         preferred_tokens: u32::from(b'a')..u32::from(b'z') + 1,
         eos: Some((EOS, 48)),
+        step_delay: fake_step_delay(&request.path),
     };
     LoadedModel {
         executor: Box::new(FakeExecutor::new(geometry, spec)),
@@ -47,6 +48,16 @@ pub fn load_fake_model(request: &SpawnModel) -> LoadedModel {
             eos_token_ids: vec![EOS],
             template_adds_bos: false,
         },
+    }
+}
+
+/// `fake://slow...` takes 10 ms per step, so that a request stays in flight long enough for
+/// tests of draining and disconnects; any other `fake://` path runs at full speed.
+fn fake_step_delay(path: &str) -> std::time::Duration {
+    if path.starts_with("fake://slow") {
+        std::time::Duration::from_millis(10)
+    } else {
+        std::time::Duration::ZERO
     }
 }
 

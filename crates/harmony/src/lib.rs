@@ -192,6 +192,10 @@ impl RunningHarmony {
         }
 
         let stop_serving = CancellationToken::new();
+        // Without TCP_NODELAY each streamed token after the first waits for a delayed ACK.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let server = axum::serve(listener, http::router(state.clone()))
             .with_graceful_shutdown(stop_serving.clone().cancelled_owned());
         let mut server_task = tokio::spawn(async move { server.await });

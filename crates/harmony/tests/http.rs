@@ -512,7 +512,13 @@ async fn concurrent_streams_with_random_disconnects_leave_no_kv_blocks_in_use() 
 
 #[tokio::test]
 async fn shutdown_drains_in_flight_streams_then_stops() {
-    let harmony = TestHarmony::start().await;
+    // A slow fake keeps the first stream in flight (300 steps of 10 ms, within the 5 s drain
+    // grace) while the test checks that new work is refused.
+    let slow_model = SpawnModel {
+        path: "fake://slow".to_owned(),
+        ..fake_model(None)
+    };
+    let harmony = TestHarmony::start_with(HarmonyConfig::for_test(), Some(slow_model)).await;
     let response = harmony
         .client
         .post(format!("{}/v1/chat/completions", harmony.base_url))
