@@ -23,21 +23,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or(ApiError::Unauthenticated(
-                "missing credentials: send Authorization: Bearer <api key>",
-            ))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|token| !token.is_empty())
-            .ok_or(ApiError::Unauthenticated(
-                "malformed Authorization header: expected Bearer <api key>",
-            ))?;
+        let token = bearer_token(&parts.headers).map_err(ApiError::Unauthenticated)?;
         let store = MetadataStore::from_ref(state);
         let user = store
             .user_for_api_key(token)
@@ -45,4 +31,20 @@ where
             .ok_or(ApiError::Unauthenticated("invalid API key"))?;
         Ok(Authenticated { user })
     }
+}
+
+/// The API key of an `Authorization: Bearer <key>` header, or why there is none. Shared by the
+/// management API's extractor and the inference gateway's directory, so both accept and refuse
+/// exactly the same headers.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Result<&str, &'static str> {
+    let header = headers
+        .get(AUTHORIZATION)
+        .ok_or("missing credentials: send Authorization: Bearer <api key>")?;
+    header
+        .to_str()
+        .ok()
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+        .ok_or("malformed Authorization header: expected Bearer <api key>")
 }

@@ -62,22 +62,8 @@ impl StoreDirectory {
 #[async_trait]
 impl Directory for StoreDirectory {
     async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Caller, GatewayError> {
-        let header = headers.get(http::header::AUTHORIZATION).ok_or_else(|| {
-            GatewayError::Unauthenticated(
-                "missing credentials: send Authorization: Bearer <api key>".into(),
-            )
-        })?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|token| !token.is_empty())
-            .ok_or_else(|| {
-                GatewayError::Unauthenticated(
-                    "malformed Authorization header: expected Bearer <api key>".into(),
-                )
-            })?;
+        let token = crate::auth::bearer_token(headers)
+            .map_err(|reason| GatewayError::Unauthenticated(reason.to_owned()))?;
         // The cache is keyed by a digest so plaintext keys never sit in memory longer than the request.
         let cache_key = hex::encode(Sha256::digest(token.as_bytes()));
         if let Some(caller) = self.callers.get(&cache_key) {
