@@ -74,6 +74,8 @@ struct Prepared {
     request: ValidInferenceRequest,
     resolved: ResolvedModel,
     upstream_body: Bytes,
+    /// The id the client sees on every choice and the interaction is stored under.
+    completion_id: uuid::Uuid,
     shaper: Shaper,
 }
 
@@ -102,9 +104,10 @@ async fn prepare(
         Bytes::from(serde_json::to_vec(&request.upstream_body).map_err(|error| {
             GatewayError::internal("cannot encode the upstream request", error)
         })?);
+    let completion_id = uuid::Uuid::new_v4();
     let shaper = Shaper {
         kind,
-        completion_id: uuid::Uuid::new_v4().to_string(),
+        completion_id: completion_id.to_string(),
         session_id: request.session_id.to_string(),
         model_label: format!("{}/{}", resolved.project_key, resolved.model_service_key),
     };
@@ -113,6 +116,7 @@ async fn prepare(
         request,
         resolved,
         upstream_body,
+        completion_id,
         shaper,
     })
 }
@@ -392,8 +396,7 @@ fn build_record(
 ) -> InteractionRecord {
     let request = &prepared.request;
     InteractionRecord {
-        completion_id: uuid::Uuid::parse_str(&prepared.shaper.completion_id)
-            .unwrap_or_else(|_| uuid::Uuid::new_v4()),
+        completion_id: prepared.completion_id,
         session_id: request.session_id,
         project_id: prepared.resolved.project_id.clone(),
         model_service_id: prepared.resolved.model_service_id.clone(),
