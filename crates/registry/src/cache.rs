@@ -5,14 +5,17 @@
 //! ```text
 //! <cache>/<key>/files/<path>      verified model files (what resolve returns)
 //! <cache>/<key>/partial/<path>    downloads in progress, never returned
+//! <cache>/<key>/verified.json     size and modification time of each file when it verified
 //! <cache>/<key>/manifest.json     copy of the registry manifest, written only once every file
 //!                                 has been verified: the "this directory is complete" mark
 //! <cache>/<key>/last_used         LRU stamp (nanoseconds), rewritten on every resolve
 //! ```
 //!
 //! `resolve` compares the local mark with the registry's manifest. When they agree and every
-//! file has the right size the directory is returned as is (sha256 was checked when the files
-//! arrived; re-hashing gigabytes on every start would defeat the cache). Otherwise files whose
+//! file still has the size and modification time it had when it verified, the directory is
+//! returned as is (sha256 was checked when the files arrived; re-hashing gigabytes on every
+//! start would defeat the cache). A file written to since, even at the same size, fails that
+//! check, as git's index does. Otherwise files whose
 //! size and sha256 already match are kept, everything else is fetched: each file is split into
 //! `chunk_size` ranges and up to `concurrency` range GETs run at once across all files. The
 //! ranges are consumed in order, so a single writer thread appends and hashes each file while
@@ -21,6 +24,9 @@
 //! it, up to `attempts` rounds, after which resolve fails. A file is moved into `files/` only after it verified, and
 //! the mark is written after the last one, so a crash at any point leaves a directory the next
 //! resolve repairs rather than trusts.
+//!
+//! Downloads of 64 MiB or more log their progress (`downloading model`, every tenth, with the
+//! rate) so a replica pulling a large model shows what it is doing.
 //!
 //! Before downloading, least-recently-used models (other than the one being resolved) are
 //! removed until the new model fits `budget_bytes`. Unix keeps an evicted file's data alive
@@ -49,6 +55,9 @@ use crate::registry::Registry;
 
 const PARTIAL_DIR: &str = "partial";
 const LAST_USED_FILE: &str = "last_used";
+const VERIFIED_FILE: &str = "verified.json";
+/// Smaller downloads finish before a progress line would help.
+const PROGRESS_MIN_BYTES: u64 = 64 << 20;
 /// Chunks queued between the downloader and the writer thread.
 const WRITER_QUEUE: usize = 2;
 
@@ -167,7 +176,7 @@ impl ModelCache {
                 let Some(local_manifest) = local_manifest else {
                     return Err(error);
                 };
-                if !sizes_match(&files_dir, &local_manifest.files).await {
+                if !unchanged_since_verified(&model_dir, &local_manifest.files).await {
                     return Err(error);
                 }
                 tracing::warn!(%key, %error, "registry unreachable, using the cached copy");
@@ -178,7 +187,7 @@ impl ModelCache {
         };
         let cached_copy_is_current = local_manifest
             .is_some_and(|local| local.files == remote_manifest.files)
-            && sizes_match(&files_dir, &remote_manifest.files).await;
+            && unchanged_since_verified(&model_dir, &remote_manifest.files).await;
         if cached_copy_is_current {
             self.touch(&model_dir).await?;
             return Ok(ResolvedModel::new(files_dir, remote_manifest));
@@ -194,7 +203,9 @@ impl ModelCache {
         }
         remove_file_if_present(&model_dir.join(MANIFEST_FILE)).await?;
         self.evict_for(&key, needed_bytes).await?;
+        let started = tokio::time::Instant::now();
         self.fill(&key, &remote_manifest, &model_dir).await?;
+        write_verified_stamps(&model_dir, &remote_manifest.files).await?;
         let mark_tmp = model_dir.join(format!("{MANIFEST_FILE}.tmp"));
         tokio::fs::write(&mark_tmp, remote_manifest.to_json())
             .await
@@ -203,7 +214,12 @@ impl ModelCache {
             .await
             .map_err(RegistryError::io("write cache mark"))?;
         self.touch(&model_dir).await?;
-        tracing::info!(%key, bytes = needed_bytes, "model cached and verified");
+        tracing::info!(
+            %key,
+            bytes = needed_bytes,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "model cached and verified"
+        );
         Ok(ResolvedModel::new(files_dir, remote_manifest))
     }
 
@@ -252,6 +268,14 @@ impl ModelCache {
                 .await
                 .map_err(join_error)??
         };
+        if !missing.is_empty() {
+            tracing::info!(
+                %key,
+                files = missing.len(),
+                bytes = missing.iter().map(|file| file.size).sum::<u64>(),
+                "downloading model from the registry"
+            );
+        }
         let mut pending = missing;
         let mut last_error = None;
         for attempt in 1..=self.download.attempts.max(1) {
@@ -338,9 +362,11 @@ impl ModelCache {
             })
             .buffered(self.download.concurrency.max(1));
         let mut transfer_error = None;
+        let mut progress = DownloadProgress::new(key, files.iter().map(|file| file.size).sum());
         while let Some(chunk) = fetched.next().await {
             match chunk {
                 Ok(chunk) => {
+                    progress.advance(chunk.1.len() as u64);
                     if chunk_sender.send(chunk).await.is_err() {
                         break; // the writer failed; its error is reported below
                     }
@@ -394,6 +420,49 @@ impl ModelCache {
         tokio::fs::write(model_dir.join(LAST_USED_FILE), stamp.to_string())
             .await
             .map_err(RegistryError::io("write last_used"))
+    }
+}
+
+/// Logs a large download every tenth of the way, with the rate so far.
+struct DownloadProgress<'a> {
+    key: &'a ModelKey,
+    total_bytes: u64,
+    done_bytes: u64,
+    next_tenth: u64,
+    started: tokio::time::Instant,
+}
+
+impl<'a> DownloadProgress<'a> {
+    fn new(key: &'a ModelKey, total_bytes: u64) -> Self {
+        Self {
+            key,
+            total_bytes,
+            done_bytes: 0,
+            next_tenth: 1,
+            started: tokio::time::Instant::now(),
+        }
+    }
+
+    fn advance(&mut self, bytes: u64) {
+        self.done_bytes += bytes;
+        if self.total_bytes < PROGRESS_MIN_BYTES {
+            return;
+        }
+        let tenths = self.done_bytes * 10 / self.total_bytes;
+        if tenths < self.next_tenth {
+            return;
+        }
+        self.next_tenth = tenths + 1;
+        let seconds = self.started.elapsed().as_secs_f64().max(1e-3);
+        let mib_per_second = self.done_bytes as f64 / f64::from(1 << 20) / seconds;
+        tracing::info!(
+            key = %self.key,
+            percent = tenths * 10,
+            done_bytes = self.done_bytes,
+            total_bytes = self.total_bytes,
+            mib_per_second = (mib_per_second * 10.0).round() / 10.0,
+            "downloading model"
+        );
     }
 }
 
@@ -518,11 +587,61 @@ async fn read_local_manifest(key: &ModelKey, model_dir: &Path) -> Option<Manifes
     Manifest::from_json(key, &bytes).ok()
 }
 
-async fn sizes_match(files_dir: &Path, files: &[ManifestFile]) -> bool {
+/// A file's size and modification time (nanoseconds since the epoch); changes when the file is
+/// written to.
+type FileStamp = (u64, u64);
+
+async fn file_stamp(path: &Path) -> Option<FileStamp> {
+    let metadata = tokio::fs::metadata(path).await.ok()?;
+    if !metadata.is_file() {
+        return None;
+    }
+    let modified = metadata
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    Some((metadata.len(), modified.as_nanos() as u64))
+}
+
+/// Records the stamp of every verified file (before the completion mark is written).
+async fn write_verified_stamps(model_dir: &Path, files: &[ManifestFile]) -> Result<()> {
+    let files_dir = model_dir.join(FILES_DIR);
+    let mut stamps = std::collections::BTreeMap::new();
     for file in files {
-        match tokio::fs::metadata(files_dir.join(&file.path)).await {
-            Ok(metadata) if metadata.is_file() && metadata.len() == file.size => {}
-            _ => return false,
+        let path = files_dir.join(&file.path);
+        let stamp = file_stamp(&path).await.ok_or_else(|| {
+            RegistryError::io(format!("stat {}", path.display()))(std::io::Error::other(
+                "verified file vanished",
+            ))
+        })?;
+        stamps.insert(file.path.clone(), stamp);
+    }
+    let json = serde_json::to_vec(&stamps).map_err(|error| {
+        RegistryError::io("write verified stamps")(std::io::Error::other(error))
+    })?;
+    tokio::fs::write(model_dir.join(VERIFIED_FILE), json)
+        .await
+        .map_err(RegistryError::io("write verified stamps"))
+}
+
+/// Whether every file has the manifest's size and the stamp it had when it verified. False
+/// when stamps are missing (a cache from before they existed): the files are then re-hashed.
+async fn unchanged_since_verified(model_dir: &Path, files: &[ManifestFile]) -> bool {
+    let Ok(json) = tokio::fs::read(model_dir.join(VERIFIED_FILE)).await else {
+        return false;
+    };
+    let Ok(stamps) = serde_json::from_slice::<std::collections::BTreeMap<String, FileStamp>>(&json)
+    else {
+        return false;
+    };
+    let files_dir = model_dir.join(FILES_DIR);
+    for file in files {
+        let current = file_stamp(&files_dir.join(&file.path)).await;
+        let unchanged = current
+            .is_some_and(|stamp| stamp.0 == file.size && stamps.get(&file.path) == Some(&stamp));
+        if !unchanged {
+            return false;
         }
     }
     true

@@ -52,6 +52,8 @@ pub mod key;
 pub mod location;
 pub mod manifest;
 pub mod registry;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 
 pub use cache::{CachedModel, DownloadOptions, ModelCache, ResolvedModel};
 pub use error::RegistryError;

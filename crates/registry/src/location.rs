@@ -32,7 +32,7 @@ use object_store::ObjectStore;
 use crate::error::{RegistryError, Result};
 
 /// The environment variables the store is built from. Values may be secrets.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct StoreEnv {
     variables: BTreeMap<String, String>,
 }

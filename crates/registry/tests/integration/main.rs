@@ -1,7 +1,6 @@
 //! The registry's integration tests: one suite (`suite.rs`) run against the local-directory
 //! backend and against s3s-fs in-process, and an end-to-end pass against SeaweedFS.
 
-mod backends;
 mod fixtures;
 mod instrumented;
 mod suite;
@@ -22,7 +21,7 @@ macro_rules! suite_for_backend {
 
 suite_for_backend!(
     local_directory,
-    crate::backends::local,
+    adaptive_registry::test_util::local,
     [
         import_gguf_then_resolve,
         multipart_upload_over_100mb_and_parallel_download,
@@ -31,6 +30,7 @@ suite_for_backend!(
         corrupt_object_is_detected_and_refused,
         transient_corruption_is_retried,
         damaged_cache_is_repaired,
+        cached_file_rewritten_in_place_is_fetched_again,
         delete_removes_every_object,
         lru_eviction_respects_budget,
         import_refuses_an_existing_key,
@@ -40,7 +40,7 @@ suite_for_backend!(
 
 suite_for_backend!(
     s3s_fs,
-    crate::backends::s3s_fs,
+    adaptive_registry::test_util::s3s_fs,
     [
         import_gguf_then_resolve,
         multipart_upload_over_100mb_and_parallel_download,
@@ -49,6 +49,7 @@ suite_for_backend!(
         corrupt_object_is_detected_and_refused,
         transient_corruption_is_retried,
         damaged_cache_is_repaired,
+        cached_file_rewritten_in_place_is_fetched_again,
         delete_removes_every_object,
         lru_eviction_respects_budget,
         import_refuses_an_existing_key,
@@ -60,7 +61,7 @@ suite_for_backend!(
 /// object refused, deletion.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seaweedfs_end_to_end() {
-    let Some(backend) = backends::seaweedfs().await else {
+    let Some(backend) = adaptive_registry::test_util::seaweedfs().await else {
         return;
     };
     suite::import_smollm2_then_cold_load(&backend).await;

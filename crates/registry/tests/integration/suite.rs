@@ -12,9 +12,9 @@ use adaptive_registry::{
 use futures::TryStreamExt;
 use tempfile::TempDir;
 
-use crate::backends::TestBackend;
 use crate::fixtures::{gguf_file, hf_model_dir, sha256_of_file, tree_digests};
 use crate::instrumented::instrument;
+use adaptive_registry::test_util::TestBackend;
 
 const MIB: usize = 1 << 20;
 
@@ -337,6 +337,52 @@ pub async fn damaged_cache_is_repaired(backend: &TestBackend) {
     assert!(!model_root.join("partial").exists());
 }
 
+pub async fn cached_file_rewritten_in_place_is_fetched_again(backend: &TestBackend) {
+    let work = TempDir::new().expect("tempdir");
+    let source = gguf_file(work.path(), "rewritten.gguf", MIB, 81);
+    let model_key = key("rewritten-gguf");
+    import(&backend.store, &source, &model_key).await;
+    let (counted_store, counters) = instrument(&backend.store);
+    let model_cache = cache(&counted_store, &work.path().join("cache"), 1 << 30);
+    let model_dir = model_cache
+        .resolve("rewritten-gguf")
+        .await
+        .expect("resolve");
+    let cached = model_dir.join("rewritten.gguf");
+    let gets_after_download = counters.ranged_gets();
+    model_cache.resolve("rewritten-gguf").await.expect("cached");
+    assert_eq!(
+        counters.ranged_gets(),
+        gets_after_download,
+        "an untouched copy is used as is"
+    );
+
+    // Same size, one bit different: only the modification time tells. It is set one second
+    // ahead because the kernel's file clock is coarse (a tick of milliseconds), and a rewrite
+    // within the download's tick would keep the stamp.
+    let mut bytes = std::fs::read(&cached).expect("read");
+    bytes[100] ^= 0x01;
+    std::fs::write(&cached, &bytes).expect("rewrite");
+    let rewritten = std::fs::File::options()
+        .write(true)
+        .open(&cached)
+        .expect("open");
+    rewritten
+        .set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(1))
+        .expect("set mtime");
+    drop(rewritten);
+
+    model_cache
+        .resolve("rewritten-gguf")
+        .await
+        .expect("repaired");
+    assert_eq!(sha256_of_file(&cached), sha256_of_file(&source));
+    assert!(
+        counters.ranged_gets() > gets_after_download,
+        "fetched again"
+    );
+}
+
 pub async fn delete_removes_every_object(backend: &TestBackend) {
     let work = TempDir::new().expect("tempdir");
     let source = hf_model_dir(work.path(), 64 * 1024, 51);
@@ -434,10 +480,10 @@ pub fn smollm2_path() -> Option<PathBuf> {
     if path.is_file() {
         return Some(path);
     }
-    eprintln!(
-        "SKIPPED: {} missing (scripts/fetch-model.sh fetches it)",
+    adaptive_registry::test_util::skip_or_fail(&format!(
+        "{} missing (scripts/fetch-model.sh fetches it)",
         path.display()
-    );
+    ));
     None
 }
 

