@@ -11,7 +11,10 @@
 //! | `CONTROL_PLANE_URL` | internal control-plane URL; registration is off without it | none |
 //! | `REDIS_URL` (or `ADAPTIVE_REDIS__URL`) | kept as a secret, never logged | none |
 //! | `HARMONY_PRELOAD_MODELS` | `key=path[,key=path...]` loaded at start | none |
-//! | `HARMONY_SETTING_MODEL_REGISTRY_ROOT` | where `model_registry://<key>` resolves | none |
+//! | `ADAPTIVE_MODEL_REGISTRY` | registry root (`s3://bucket/prefix`, `file:///path` or a path) that `model_registry://<key>` models are fetched from; the chart sets it from the harmony secret's `modelRegistryUrl` | none: such models are refused |
+//! | `AWS_*` | S3 credentials, region and `AWS_ENDPOINT_URL_S3` for the registry (as `adaptive_registry::location` reads them; IRSA and Pod Identity work) | AWS defaults, `us-east-1` |
+//! | `HARMONY_SETTING_MODEL_CACHE_DIR` | local cache of registry models (the chart's cloud-cache volume) | `<TMPDIR or /tmp>/adaptive-model-cache` |
+//! | `HARMONY_SETTING_MODEL_CACHE_BUDGET` | most bytes of model files kept in the cache; least recently used models are evicted beyond it. Bytes, or a number with `K`, `M`, `G`, `T` (powers of 1000) or `Ki`, `Mi`, `Gi`, `Ti` (powers of 1024) | `200Gi` |
 //! | `HARMONY_MAX_RUNNING_SEQUENCES` | sequences batched together | 64 |
 //! | `HARMONY_MAX_BATCHED_TOKENS` | tokens per forward pass | 512 |
 //! | `HARMONY_MAX_QUEUED_SEQUENCES` | waiting requests before `overloaded` | 256 |
@@ -19,11 +22,15 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use adaptive_api_types::harmony::SpawnModel;
+use adaptive_registry::StoreEnv;
 
 pub const DEFAULT_PORT: u16 = 50053;
+/// `HARMONY_SETTING_MODEL_CACHE_BUDGET` when unset: 200 GiB.
+pub const DEFAULT_MODEL_CACHE_BUDGET_BYTES: u64 = 200 << 30;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {variable}: {reason}")]
@@ -81,6 +88,17 @@ pub struct ReplicaIdentity {
     pub advertised_url: String,
 }
 
+/// Where `model_registry://<key>` models come from, and where this replica caches them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelRegistrySettings {
+    /// The registry root (`ADAPTIVE_MODEL_REGISTRY`).
+    pub url: String,
+    /// The `AWS_*` variables the S3 client is built from; `Debug` prints their names only.
+    pub store_env: StoreEnv,
+    pub cache_dir: PathBuf,
+    pub cache_budget_bytes: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HarmonyConfig {
     pub bind_addr: SocketAddr,
@@ -89,7 +107,8 @@ pub struct HarmonyConfig {
     pub control_plane_url: Option<String>,
     pub redis_url: Option<Secret>,
     pub preload_models: Vec<SpawnModel>,
-    pub model_registry_root: Option<std::path::PathBuf>,
+    /// `model_registry://` models are refused when None.
+    pub model_registry: Option<ModelRegistrySettings>,
     pub engine: EngineSettings,
     pub drain_grace: Duration,
     /// Between registration attempts until the control plane answers with its interval.
@@ -112,7 +131,7 @@ impl HarmonyConfig {
             control_plane_url: None,
             redis_url: None,
             preload_models: Vec::new(),
-            model_registry_root: None,
+            model_registry: None,
             engine: EngineSettings::default(),
             drain_grace: Duration::from_secs(5),
             registration_retry: Duration::from_millis(200),
@@ -120,11 +139,7 @@ impl HarmonyConfig {
     }
 
     pub fn from_env(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| {
-            env.get(name)
-                .map(|value| value.trim())
-                .filter(|v| !v.is_empty())
-        };
+        let get = |name: &str| non_empty(env, name);
         let bind_addr: SocketAddr = match get("HARMONY_BIND_ADDR") {
             Some(value) => value.parse().map_err(|error| ConfigError {
                 variable: "HARMONY_BIND_ADDR",
@@ -188,13 +203,77 @@ impl HarmonyConfig {
                 .or_else(|| get("ADAPTIVE_REDIS__URL"))
                 .map(Secret::new),
             preload_models,
-            model_registry_root: get("HARMONY_SETTING_MODEL_REGISTRY_ROOT")
-                .map(std::path::PathBuf::from),
+            model_registry: model_registry_settings(env)?,
             engine,
             drain_grace: Duration::from_secs(drain_grace_seconds),
             registration_retry: Duration::from_secs(2),
         })
     }
+}
+
+/// The trimmed value of `name`; None when unset or blank.
+fn non_empty<'a>(env: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    env.get(name)
+        .map(|value| value.trim())
+        .filter(|value| !value.is_empty())
+}
+
+fn model_registry_settings(
+    env: &HashMap<String, String>,
+) -> Result<Option<ModelRegistrySettings>, ConfigError> {
+    let get = |name: &str| non_empty(env, name);
+    let Some(url) = get("ADAPTIVE_MODEL_REGISTRY") else {
+        return Ok(None);
+    };
+    let cache_dir = match get("HARMONY_SETTING_MODEL_CACHE_DIR") {
+        Some(directory) => PathBuf::from(directory),
+        None => PathBuf::from(get("TMPDIR").unwrap_or("/tmp")).join("adaptive-model-cache"),
+    };
+    let cache_budget_bytes = match get("HARMONY_SETTING_MODEL_CACHE_BUDGET") {
+        Some(value) => parse_byte_size(value).ok_or_else(|| ConfigError {
+            variable: "HARMONY_SETTING_MODEL_CACHE_BUDGET",
+            reason: format!(
+                "'{value}' is not a size (bytes, or a number with K, M, G, T, Ki, Mi, Gi or Ti)"
+            ),
+        })?,
+        None => DEFAULT_MODEL_CACHE_BUDGET_BYTES,
+    };
+    let store_env = StoreEnv::from_pairs(
+        env.iter()
+            .filter(|(name, _)| name.starts_with("AWS_"))
+            .map(|(name, value)| (name.clone(), value.clone())),
+    );
+    Ok(Some(ModelRegistrySettings {
+        url: url.to_owned(),
+        store_env,
+        cache_dir,
+        cache_budget_bytes,
+    }))
+}
+
+/// `1073741824`, `500G`, `200Gi`, `1.5Ti`: bytes, decimal or binary suffixes (as Kubernetes
+/// quantities are written). Zero is refused: a cache that holds nothing cannot load a model.
+pub fn parse_byte_size(value: &str) -> Option<u64> {
+    let value = value.trim();
+    let split = value
+        .find(|character: char| character.is_ascii_alphabetic())
+        .unwrap_or(value.len());
+    let (number, suffix) = value.split_at(split);
+    let multiplier: f64 = match suffix.trim() {
+        "" => 1.0,
+        "K" | "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let number: f64 = number.trim().parse().ok()?;
+    let bytes = number * multiplier;
+    (bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
 }
 
 fn parse_number<T: std::str::FromStr>(
@@ -293,11 +372,73 @@ mod tests {
     }
 
     #[test]
+    fn model_registry_comes_from_the_chart_variables() {
+        let config = HarmonyConfig::from_env(&env(&[
+            ("ADAPTIVE_MODEL_REGISTRY", "s3://models/model_registry"),
+            (
+                "HARMONY_SETTING_MODEL_CACHE_DIR",
+                "/opt/adaptive/cloud_cache",
+            ),
+            ("HARMONY_SETTING_MODEL_CACHE_BUDGET", "500Gi"),
+            ("AWS_SECRET_ACCESS_KEY", "hunter2"),
+            ("AWS_ENDPOINT_URL_S3", "http://seaweedfs:8333"),
+        ]))
+        .expect("valid");
+        let registry = config.model_registry.as_ref().expect("registry configured");
+        assert_eq!(registry.url, "s3://models/model_registry");
+        assert_eq!(
+            registry.cache_dir,
+            std::path::Path::new("/opt/adaptive/cloud_cache")
+        );
+        assert_eq!(registry.cache_budget_bytes, 500 << 30);
+        assert_eq!(
+            registry.store_env.get("AWS_ENDPOINT_URL_S3"),
+            Some("http://seaweedfs:8333")
+        );
+        assert!(!format!("{config:?}").contains("hunter2"));
+
+        let defaults =
+            HarmonyConfig::from_env(&env(&[("ADAPTIVE_MODEL_REGISTRY", "/data/registry")]))
+                .expect("valid");
+        let registry = defaults.model_registry.expect("registry configured");
+        assert_eq!(
+            registry.cache_dir,
+            std::path::Path::new("/tmp/adaptive-model-cache")
+        );
+        assert_eq!(
+            registry.cache_budget_bytes,
+            DEFAULT_MODEL_CACHE_BUDGET_BYTES
+        );
+        assert!(HarmonyConfig::from_env(&env(&[]))
+            .expect("valid")
+            .model_registry
+            .is_none());
+    }
+
+    #[test]
+    fn byte_sizes_take_decimal_and_binary_suffixes() {
+        assert_eq!(parse_byte_size("1048576"), Some(1 << 20));
+        assert_eq!(parse_byte_size("500G"), Some(500_000_000_000));
+        assert_eq!(parse_byte_size("200Gi"), Some(200 << 30));
+        assert_eq!(parse_byte_size("1.5Ti"), Some(3 << 39));
+        assert_eq!(parse_byte_size("64 Mi"), Some(64 << 20));
+        for invalid in ["", "0", "-1G", "10GB", "lots", "1Xi"] {
+            assert_eq!(parse_byte_size(invalid), None, "{invalid}");
+        }
+    }
+
+    #[test]
     fn bad_values_name_the_variable() {
         let error = HarmonyConfig::from_env(&env(&[("ORDINAL", "x")])).expect_err("invalid");
         assert_eq!(error.variable, "ORDINAL");
         let error = HarmonyConfig::from_env(&env(&[("HARMONY_PRELOAD_MODELS", "nokey")]))
             .expect_err("invalid");
         assert_eq!(error.variable, "HARMONY_PRELOAD_MODELS");
+        let error = HarmonyConfig::from_env(&env(&[
+            ("ADAPTIVE_MODEL_REGISTRY", "s3://models"),
+            ("HARMONY_SETTING_MODEL_CACHE_BUDGET", "a lot"),
+        ]))
+        .expect_err("invalid");
+        assert_eq!(error.variable, "HARMONY_SETTING_MODEL_CACHE_BUDGET");
     }
 }

@@ -61,6 +61,7 @@ impl HarmonyError {
                 EngineError::Executor(_) => ErrorCode::Internal,
             },
             HarmonyError::Model(ModelError::Load { .. }) => ErrorCode::InvalidRequest,
+            HarmonyError::Model(ModelError::Fetch { code, .. }) => *code,
             HarmonyError::Model(_) => ErrorCode::InvalidRequest,
             HarmonyError::Internal(_) => ErrorCode::Internal,
         }

@@ -70,7 +70,9 @@ use adaptive_engine::SchedulerStats;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use config::{ConfigError, EngineSettings, HarmonyConfig, ReplicaIdentity, Secret};
+pub use config::{
+    ConfigError, EngineSettings, HarmonyConfig, ModelRegistrySettings, ReplicaIdentity, Secret,
+};
 pub use error::HarmonyError;
 pub use model::{DefaultModelLoader, LoadedModel, ModelError, ModelLoader};
 
@@ -84,17 +86,35 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot use the model registry: {0}")]
+    ModelRegistry(#[from] adaptive_registry::RegistryError),
 }
 
 /// Entry point; see the crate docs.
 pub struct Harmony;
 
 impl Harmony {
-    /// Binds the listener with the default model loader (fake:// and candle models).
+    /// Binds the listener with the default model loader (fake://, registry and candle models).
     pub async fn bind(config: HarmonyConfig) -> Result<RunningHarmony, StartError> {
-        let loader = DefaultModelLoader {
-            model_registry_root: config.model_registry_root.clone(),
+        let model_cache = match &config.model_registry {
+            Some(settings) => {
+                let store =
+                    adaptive_registry::RegistryStore::from_url(&settings.url, &settings.store_env)?;
+                tracing::info!(
+                    registry = %settings.url,
+                    cache_dir = %settings.cache_dir.display(),
+                    cache_budget_bytes = settings.cache_budget_bytes,
+                    "model registry configured"
+                );
+                Some(Arc::new(adaptive_registry::ModelCache::new(
+                    store,
+                    settings.cache_dir.clone(),
+                    settings.cache_budget_bytes,
+                )))
+            }
+            None => None,
         };
+        let loader = DefaultModelLoader { model_cache };
         Self::bind_with_loader(config, Arc::new(loader)).await
     }
 

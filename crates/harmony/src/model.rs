@@ -3,19 +3,35 @@
 //! A [`ModelLoader`] turns a [`SpawnModel`] request into a [`LoadedModel`]: the executor the
 //! engine's scheduler drives, plus the text side (tokenizer, chat template) that only the HTTP
 //! layer needs. Harmony's own loader ([`DefaultModelLoader`]) serves `fake://` paths with the
-//! engine's fake executor and everything else with `adaptive-engine-models` (candle); tests can
-//! pass any loader.
+//! engine's fake executor, fetches `model_registry://<key>` paths into the replica's
+//! [`ModelCache`] and loads them from there, and loads everything else with
+//! `adaptive-engine-models` (candle); tests can pass any loader.
+//!
+//! A registry model is loaded only from the cache's verified copy: `ModelCache::resolve_model`
+//! checks every file against the manifest's sha256 and retries or fails, so a partial or corrupt
+//! download never reaches the model loader.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use adaptive_api_types::harmony::SpawnModel;
 use adaptive_api_types::openai::ChatMessage;
+use adaptive_api_types::ErrorCode;
 use adaptive_engine::ModelExecutor;
+use adaptive_registry::{ModelCache, RegistryError, MODEL_REGISTRY_SCHEME};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ModelError {
     #[error("cannot load model from {path}: {reason}")]
     Load { path: String, reason: String },
+    /// A `model_registry://` model that could not be brought into the cache; `code` says why
+    /// (unknown key, registry unreachable, corrupt objects, no registry configured).
+    #[error("cannot fetch {path} from the model registry: {reason}")]
+    Fetch {
+        path: String,
+        code: ErrorCode,
+        reason: String,
+    },
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     #[error("chat template: {0}")]
@@ -71,11 +87,13 @@ pub trait ModelLoader: Send + Sync + 'static {
     fn load(&self, request: &SpawnModel) -> Result<LoadedModel, ModelError>;
 }
 
-/// `fake://<anything>` → the fake model; other paths → candle via `adaptive-engine-models`.
-/// `model_registry://<key>` resolves under `model_registry_root`.
+/// `fake://<anything>` → the fake model; `model_registry://<key>` → fetched into
+/// `model_cache`, verified, then loaded from there; other paths → candle via
+/// `adaptive-engine-models`.
 #[derive(Debug, Clone, Default)]
 pub struct DefaultModelLoader {
-    pub model_registry_root: Option<std::path::PathBuf>,
+    /// `model_registry://` paths are refused when None (no `ADAPTIVE_MODEL_REGISTRY`).
+    pub model_cache: Option<Arc<ModelCache>>,
 }
 
 impl ModelLoader for DefaultModelLoader {
@@ -83,18 +101,48 @@ impl ModelLoader for DefaultModelLoader {
         if request.path.starts_with("fake://") {
             return Ok(crate::fake_model::load_fake_model(request));
         }
-        let path = match request.path.strip_prefix("model_registry://") {
-            Some(key) => match &self.model_registry_root {
-                Some(root) => root.join(key),
-                None => return Err(ModelError::Load {
-                    path: request.path.clone(),
-                    reason:
-                        "no model registry root is configured (HARMONY_SETTING_MODEL_REGISTRY_ROOT)"
-                            .to_owned(),
-                }),
-            },
-            None => std::path::PathBuf::from(&request.path),
+        let path = if request.path.starts_with(MODEL_REGISTRY_SCHEME) {
+            self.fetch_from_registry(&request.path)?
+        } else {
+            PathBuf::from(&request.path)
         };
         crate::candle_models::load(&path, request)
+    }
+}
+
+impl DefaultModelLoader {
+    /// The local path to load (the `.gguf` file or the HF directory) once every file of the
+    /// model is in the cache and verified. Runs on the loader's blocking thread.
+    fn fetch_from_registry(&self, registry_path: &str) -> Result<PathBuf, ModelError> {
+        let fetch_error = |code: ErrorCode, reason: String| ModelError::Fetch {
+            path: registry_path.to_owned(),
+            code,
+            reason,
+        };
+        let Some(model_cache) = &self.model_cache else {
+            return Err(fetch_error(
+                ErrorCode::NotSupported,
+                "this replica has no model registry (set ADAPTIVE_MODEL_REGISTRY)".to_owned(),
+            ));
+        };
+        let runtime = tokio::runtime::Handle::try_current().map_err(|error| {
+            fetch_error(ErrorCode::Internal, format!("no tokio runtime: {error}"))
+        })?;
+        let resolved = runtime
+            .block_on(model_cache.resolve_model(registry_path))
+            .map_err(|error| fetch_error(fetch_error_code(&error), error.to_string()))?;
+        Ok(resolved.load_path())
+    }
+}
+
+/// The registry's code, except for files that never matched their checksum or size: for a
+/// spawn request that is a model that cannot be loaded (like a corrupt local file), not a
+/// fault of this replica, and the message is worth showing.
+fn fetch_error_code(error: &RegistryError) -> ErrorCode {
+    match error {
+        RegistryError::ChecksumMismatch { .. }
+        | RegistryError::SizeMismatch { .. }
+        | RegistryError::InvalidManifest { .. } => ErrorCode::InvalidRequest,
+        other => other.error_code(),
     }
 }

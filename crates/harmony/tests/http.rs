@@ -1,5 +1,7 @@
 //! Harmony over HTTP, in-process on port 0, with the fake model (`fake://`): the OpenAI
-//! surface, validation errors, streaming, cancellation, metrics, registration and drain.
+//! surface, validation errors, streaming, cancellation, metrics, registration and drain. Then the
+//! real SmolLM2 from a local file (`real_model`) and from the model registry on S3
+//! (`registry_model`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -647,13 +649,14 @@ async fn registers_loads_desired_models_reports_draining_and_deregisters() {
 }
 
 /// The real SmolLM2-135M-Instruct (Q4_1 GGUF) through the same HTTP surface. Skipped, with a
-/// message, when the model file is missing and `scripts/fetch-model.sh` cannot fetch it.
+/// message, when the model file is missing and `scripts/fetch-model.sh` cannot fetch it; under
+/// CI (`CI` set), where the model is always fetched, that fails instead.
 mod real_model {
     use super::*;
 
-    const REAL: &str = "smol";
+    pub(crate) const REAL: &str = "smol";
 
-    fn model_path() -> Option<std::path::PathBuf> {
+    pub(crate) fn model_path() -> Option<std::path::PathBuf> {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let path = root.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
         if !path.exists() {
@@ -662,10 +665,10 @@ mod real_model {
                 .status()
                 .is_ok_and(|status| status.success());
             if !fetched {
-                eprintln!(
-                    "skipping: {} is missing and scripts/fetch-model.sh failed",
+                adaptive_registry::test_util::skip_or_fail(&format!(
+                    "{} is missing and scripts/fetch-model.sh failed",
                     path.display()
-                );
+                ));
                 return None;
             }
         }
@@ -683,7 +686,7 @@ mod real_model {
         Some(TestHarmony::start_with(config, Some(model)).await)
     }
 
-    fn ask(question: &str, max_tokens: u32) -> Value {
+    pub(crate) fn ask(question: &str, max_tokens: u32) -> Value {
         json!({
             "model": REAL,
             "messages": [{"role": "user", "content": question}],
@@ -777,3 +780,6 @@ mod real_model {
         }
     }
 }
+
+#[path = "http/registry_model.rs"]
+mod registry_model;

@@ -5,6 +5,9 @@
 //! as a replica in a cluster does. Models given with `--model` (or the SmolLM2 GGUF that
 //! `scripts/fetch-model.sh` puts in `models/`) are registered and deployed to the `default`
 //! project; harmony loads them because the control plane's registration answer lists them.
+//! Harmony fetches `model_registry://` models from the control plane's registry (its
+//! `model_registry` setting, by default `<data dir>/model_registry`, where `adaptive models
+//! import` writes) into `<data dir>/model_cache`, unless `ADAPTIVE_MODEL_REGISTRY` says otherwise.
 //!
 //! Boot: tracing → config → control plane (bootstrap admin, default project, models) → harmony →
 //! wait for SIGINT/SIGTERM → harmony drains → control plane drains and flushes interactions.
@@ -16,7 +19,7 @@ use std::path::{Path, PathBuf};
 use adaptive_control_plane::bootstrap::{self, DEFAULT_PROJECT_KEY};
 use adaptive_control_plane::config::{Config, ConfigSources};
 use adaptive_control_plane::ControlPlane;
-use adaptive_harmony::{Harmony, HarmonyConfig};
+use adaptive_harmony::{Harmony, HarmonyConfig, ModelRegistrySettings};
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
@@ -61,6 +64,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         )
     })?;
 
+    let model_registry_location = loaded.config.model_registry_location();
     let control_plane = ControlPlane::build(loaded.config, loaded.secrets).await?;
     let admin = control_plane.bootstrap_admin().await?;
     bootstrap::ensure_default_project(control_plane.store()).await?;
@@ -76,7 +80,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let running = control_plane.start().await?;
 
-    let harmony_config = harmony_config(&args, running.internal_addr)?;
+    let harmony_config = harmony_config(&args, running.internal_addr, model_registry_location)?;
     let harmony = Harmony::bind(harmony_config)
         .await
         .context("cannot start the harmony replica")?;
@@ -110,10 +114,23 @@ fn apply_serve_arguments(config: &mut Config, args: &Args) {
 fn harmony_config(
     args: &Args,
     control_plane_internal: SocketAddr,
+    model_registry_location: String,
 ) -> anyhow::Result<HarmonyConfig> {
     let environment: HashMap<String, String> = std::env::vars().collect();
     let mut config =
         HarmonyConfig::from_env(&environment).map_err(|error| UsageError(error.to_string()))?;
+    if config.model_registry.is_none() {
+        config.model_registry = Some(ModelRegistrySettings {
+            url: model_registry_location,
+            store_env: adaptive_registry::StoreEnv::from_pairs(
+                environment
+                    .into_iter()
+                    .filter(|(name, _)| name.starts_with("AWS_")),
+            ),
+            cache_dir: args.data_dir.join("model_cache"),
+            cache_budget_bytes: adaptive_harmony::config::DEFAULT_MODEL_CACHE_BUDGET_BYTES,
+        });
+    }
     config.bind_addr = args.harmony_bind;
     config.control_plane_url = Some(format!("http://{control_plane_internal}"));
     config.identity.group = "local".to_owned();
