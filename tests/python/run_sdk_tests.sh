@@ -8,10 +8,15 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 venv="${SDK_VENV:-$root/.cache/sdk-venv}"
-if [ ! -x "$venv/bin/pytest" ]; then
+# Reinstall when requirements.txt changes (the stamp holds the digest it was installed from).
+requirements="$root/tests/python/requirements.txt"
+digest="$(sha256sum "$requirements" | cut -d' ' -f1)"
+if [ ! -x "$venv/bin/pytest" ] || [ "$(cat "$venv/.requirements-digest" 2>/dev/null)" != "$digest" ]; then
     python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet -r "$root/tests/python/requirements.txt"
+    "$venv/bin/pip" install --quiet -r "$requirements"
+    echo "$digest" > "$venv/.requirements-digest"
 fi
+export PATH="$venv/bin:$PATH"
 if [ -z "${ADAPTIVE_BIN:-}" ]; then
     target_dir="${CARGO_TARGET_DIR:-$root/target}"
     cargo build --quiet -p adaptive-cli --manifest-path "$root/Cargo.toml"

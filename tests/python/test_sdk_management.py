@@ -39,8 +39,47 @@ def register_replica(server, pool: str, partition: str, models=()):
 def test_me_is_the_bootstrap_admin(client):
     me = client.users.me()
     assert me.email == "admin@localhost"
-    assert [membership.role.key for membership in me.teams] == ["admin"]
+    memberships = {(membership.team.key, membership.role.key) for membership in me.teams}
+    assert memberships == {("admin", "admin"), ("default", "admin")}
     assert "admin@localhost" in [user.email for user in client.users.list()]
+
+
+def test_permissions_roles_and_teams(client):
+    permissions = client.permissions.list()
+    assert {"project:read", "model:use", "admin:manage_users"} <= set(permissions)
+    roles = {role.key: role for role in client.roles.list()}
+    assert {"admin", "platform_admin", "power_user", "read-only", "inference", "annotator"} <= set(roles)
+    assert set(roles["admin"].permissions) == set(permissions)
+    key = unique("role")
+    role = client.roles.create(key=key, permissions=["project:read", "model:use"], name="Custom")
+    assert (role.key, sorted(role.permissions)) == (key, ["model:use", "project:read"])
+    team = client.teams.create(key=unique("team"), name="ML team")
+    assert team.key in [t.key for t in client.teams.list()]
+
+
+def test_users_and_service_accounts(client, server):
+    from adaptive_sdk import Adaptive
+
+    team = client.teams.create(key=unique("team"))
+    email = unique("person") + "@example.com"
+    person = client.users.create(email=email, name="Person", teams_with_role=[(team.key, "read-only")])
+    assert {(m.team.key, m.role.key) for m in person.teams} == {(team.key, "read-only")}
+    moved = client.users.add_to_team(email=email, team="default", role="inference")
+    assert moved.role.key == "inference"
+    after = client.users.remove_from_team(email=email, team=team.key)
+    assert {m.team.key for m in after.teams} == {"default"}
+
+    name = unique("bot").replace("-", "_")
+    account = client.users.create_service_account(name=name, teams_with_role=[("default", "read-only")])
+    assert account.api_key.startswith("ak_") and account.email == f"{name}@system.adaptive.local"
+    bot = Adaptive(base_url=server.url, api_key=account.api_key)
+    assert bot.users.me().email == account.email
+    # read-only may look, not create.
+    with pytest.raises(Exception, match="permission"):
+        bot.projects.create(key=unique("nope"), name="Nope")
+
+    client.users.delete(email)
+    assert email not in [user.email for user in client.users.list()]
 
 
 def test_projects_create_list_get(client):

@@ -18,10 +18,20 @@ pub enum ApiError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error(transparent)]
+    ModelStorage(#[from] crate::model_storage::ModelStorageError),
     #[error("{0}")]
     InvalidRequest(String),
     #[error("{0}")]
     Unauthenticated(&'static str),
+    /// An OIDC login that did not complete (bad state, refused code, invalid ID token).
+    #[error("login failed: {0}")]
+    LoginFailed(String),
+    /// Authenticated, but not allowed.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0}")]
     NotSupported(String),
     #[error("the request did not complete within {0} seconds")]
@@ -33,8 +43,11 @@ impl ApiError {
         match self {
             ApiError::Store(error) => error.error_code(),
             ApiError::Registry(error) => error.error_code(),
+            ApiError::ModelStorage(error) => error.error_code(),
             ApiError::InvalidRequest(_) => ErrorCode::InvalidRequest,
-            ApiError::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            ApiError::Unauthenticated(_) | ApiError::LoginFailed(_) => ErrorCode::Unauthenticated,
+            ApiError::Forbidden(_) => ErrorCode::PermissionDenied,
+            ApiError::Unavailable(_) => ErrorCode::Unavailable,
             ApiError::NotSupported(_) => ErrorCode::NotSupported,
             ApiError::Timeout(_) => ErrorCode::Timeout,
         }

@@ -7,8 +7,7 @@
 //! under a second. Revoking a key or draining a replica therefore takes effect within that TTL;
 //! a replica that vanished within it costs one retry in the gateway, never an error.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use adaptive_api_types::ErrorCode;
@@ -17,23 +16,23 @@ use adaptive_gateway::{
     ResolvedModel, StoreError as SinkError,
 };
 use async_trait::async_trait;
-use sha2::{Digest, Sha256};
-use tokio::time::Instant;
 
+use crate::auth::policy::INFERENCE_PERMISSION;
+use crate::auth::{Authenticator, Credential, Principal};
+use crate::error::ApiError;
 use crate::registry::{routable_replicas_for_model, SharedRegistry};
 use crate::store::{ChatMessage, Label, MetadataStore, NewInteraction, StoreError};
+use crate::ttl_cache::TtlCache;
 
-/// How long resolved answers are reused.
+/// How long resolved models are reused (callers are cached by the [`Authenticator`]).
 #[derive(Debug, Clone, Copy)]
 pub struct CacheTtl {
-    pub api_key: Duration,
     pub model: Duration,
 }
 
 impl Default for CacheTtl {
     fn default() -> Self {
         Self {
-            api_key: Duration::from_secs(5),
             model: Duration::from_millis(500),
         }
     }
@@ -43,17 +42,23 @@ pub struct StoreDirectory {
     store: MetadataStore,
     registry: SharedRegistry,
     ttl: CacheTtl,
-    callers: TtlCache<Caller>,
+    /// API keys, sessions and permissions (its own short-lived caches).
+    auth: Arc<Authenticator>,
     models: TtlCache<ResolvedModel>,
 }
 
 impl StoreDirectory {
-    pub fn new(store: MetadataStore, registry: SharedRegistry, ttl: CacheTtl) -> Self {
+    pub fn new(
+        store: MetadataStore,
+        registry: SharedRegistry,
+        auth: Arc<Authenticator>,
+        ttl: CacheTtl,
+    ) -> Self {
         Self {
             store,
             registry,
             ttl,
-            callers: TtlCache::default(),
+            auth,
             models: TtlCache::default(),
         }
     }
@@ -62,29 +67,68 @@ impl StoreDirectory {
 #[async_trait]
 impl Directory for StoreDirectory {
     async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Caller, GatewayError> {
-        let token = crate::auth::bearer_token(headers)
-            .map_err(|reason| GatewayError::Unauthenticated(reason.to_owned()))?;
-        // The cache is keyed by a digest so plaintext keys never sit in memory longer than the request.
-        let cache_key = hex::encode(Sha256::digest(token.as_bytes()));
-        if let Some(caller) = self.callers.get(&cache_key) {
-            return Ok(caller);
-        }
-        let user = self
-            .store
-            .user_for_api_key(token)
+        // Inference changes state (it is logged), so a cookie session must carry its CSRF token.
+        let caller = self
+            .auth
+            .authenticate(&http::Method::POST, headers)
             .await
-            .map_err(store_error)?
-            .ok_or_else(|| GatewayError::Unauthenticated("invalid API key".into()))?;
-        let caller = Caller {
-            user_id: Some(user.id),
-            api_key_id: Some(cache_key[..16].to_owned()),
+            .map_err(api_error)?;
+        let api_key_id = match caller.credential {
+            Credential::ApiKey { key_id } => Some(key_id),
+            Credential::Session { .. } => None,
         };
-        self.callers
-            .insert(cache_key, caller.clone(), self.ttl.api_key);
-        Ok(caller)
+        Ok(Caller {
+            user_id: Some(caller.principal.user.id.clone()),
+            api_key_id,
+        })
     }
 
-    async fn resolve(&self, _caller: &Caller, model: &str) -> Result<ResolvedModel, GatewayError> {
+    async fn resolve(&self, caller: &Caller, model: &str) -> Result<ResolvedModel, GatewayError> {
+        let resolved = self.resolve_model(model).await?;
+        let principal = self.principal(caller).await?;
+        if !principal.can(INFERENCE_PERMISSION, Some(&resolved.project_id)) {
+            return Err(GatewayError::PermissionDenied(format!(
+                "calling models of project '{}' needs the permission {INFERENCE_PERMISSION}",
+                resolved.project_key
+            )));
+        }
+        Ok(resolved)
+    }
+
+    async fn list_models(&self, caller: &Caller) -> Result<Vec<ModelListing>, GatewayError> {
+        let principal = self.principal(caller).await?;
+        let mut listings = Vec::new();
+        for project in self.store.list_projects().await.map_err(store_error)? {
+            if project.archived || !principal.can(INFERENCE_PERMISSION, Some(&project.id)) {
+                continue;
+            }
+            for service in self
+                .store
+                .list_model_services(&project.id)
+                .await
+                .map_err(store_error)?
+            {
+                listings.push(ModelListing {
+                    id: format!("{}/{}", project.key, service.key),
+                    created_unix: service.created_at / 1000,
+                    owned_by: project.key.clone(),
+                });
+            }
+        }
+        Ok(listings)
+    }
+}
+
+impl StoreDirectory {
+    async fn principal(&self, caller: &Caller) -> Result<Arc<Principal>, GatewayError> {
+        let user_id = caller
+            .user_id
+            .as_deref()
+            .ok_or_else(|| GatewayError::Unauthenticated("no user".into()))?;
+        self.auth.principal(user_id).await.map_err(api_error)
+    }
+
+    async fn resolve_model(&self, model: &str) -> Result<ResolvedModel, GatewayError> {
         if let Some(resolved) = self.models.get(model) {
             return Ok(resolved);
         }
@@ -119,27 +163,17 @@ impl Directory for StoreDirectory {
             .insert(model.to_owned(), resolved.clone(), self.ttl.model);
         Ok(resolved)
     }
+}
 
-    async fn list_models(&self, _caller: &Caller) -> Result<Vec<ModelListing>, GatewayError> {
-        let mut listings = Vec::new();
-        for project in self.store.list_projects().await.map_err(store_error)? {
-            if project.archived {
-                continue;
-            }
-            for service in self
-                .store
-                .list_model_services(&project.id)
-                .await
-                .map_err(store_error)?
-            {
-                listings.push(ModelListing {
-                    id: format!("{}/{}", project.key, service.key),
-                    created_unix: service.created_at / 1000,
-                    owned_by: project.key.clone(),
-                });
-            }
-        }
-        Ok(listings)
+fn api_error(error: ApiError) -> GatewayError {
+    let message = error.public_message();
+    match error.error_code() {
+        ErrorCode::Unauthenticated => GatewayError::Unauthenticated(message),
+        ErrorCode::PermissionDenied => GatewayError::PermissionDenied(message),
+        ErrorCode::NotFound => GatewayError::NotFound(message),
+        ErrorCode::InvalidRequest => GatewayError::InvalidRequest(message),
+        ErrorCode::Unavailable => GatewayError::Unavailable(message),
+        _ => GatewayError::internal("authentication", format!("{error:?}")),
     }
 }
 
@@ -235,45 +269,16 @@ fn message_text(message: &serde_json::Value) -> ChatMessage {
     ChatMessage { role, content }
 }
 
-/// A small map whose entries expire. Bounded: when full, expired entries are swept, and if
-/// still full, everything is dropped (a cache miss is only a store query).
-struct TtlCache<V> {
-    entries: Mutex<HashMap<String, (V, Instant)>>,
-}
-
-const TTL_CACHE_CAPACITY: usize = 10_000;
-
-impl<V> Default for TtlCache<V> {
-    fn default() -> Self {
-        Self {
-            entries: Mutex::new(HashMap::new()),
-        }
-    }
-}
-
-impl<V: Clone> TtlCache<V> {
-    fn get(&self, key: &str) -> Option<V> {
-        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        entries
-            .get(key)
-            .filter(|(_, expires)| *expires > Instant::now())
-            .map(|(value, _)| value.clone())
-    }
-
-    fn insert(&self, key: String, value: V, ttl: Duration) {
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if entries.len() >= TTL_CACHE_CAPACITY {
-            let now = Instant::now();
-            entries.retain(|_, (_, expires)| *expires > now);
-            if entries.len() >= TTL_CACHE_CAPACITY {
-                entries.clear();
-            }
-        }
-        entries.insert(key, (value, Instant::now() + ttl));
-    }
-}
-
 /// Shared ownership for the gateway state.
-pub fn directory(store: MetadataStore, registry: SharedRegistry) -> Arc<dyn Directory> {
-    Arc::new(StoreDirectory::new(store, registry, CacheTtl::default()))
+pub fn directory(
+    store: MetadataStore,
+    registry: SharedRegistry,
+    auth: Arc<Authenticator>,
+) -> Arc<dyn Directory> {
+    Arc::new(StoreDirectory::new(
+        store,
+        registry,
+        auth,
+        CacheTtl::default(),
+    ))
 }

@@ -15,7 +15,7 @@
 //! if let Some(admin) = control_plane.bootstrap_admin().await? {
 //!     println!("api key: {}", admin.api_key.expose());
 //! }
-//! bootstrap::ensure_default_project(control_plane.store()).await?;
+//! bootstrap::ensure_default_project(control_plane.store(), &control_plane.config().auth.default_team).await?;
 //! bootstrap::register_and_deploy_local_model(
 //!     control_plane.store(), bootstrap::DEFAULT_PROJECT_KEY, "smollm2", "/models/smollm2.gguf",
 //! ).await?;
@@ -51,8 +51,10 @@ pub mod error;
 pub mod graphql;
 pub mod http;
 pub mod inference_adapters;
+pub mod model_storage;
 pub mod registry;
 pub mod store;
+mod ttl_cache;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -76,12 +78,56 @@ pub enum BuildError {
     Registry(#[from] registry::RegistryError),
     #[error("cannot read the secret {0}")]
     Secret(#[from] config::SecretReadError),
+    #[error("authentication: {0}")]
+    Auth(String),
     #[error("cannot bind {address}: {source}")]
     Bind {
         address: SocketAddr,
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The authenticator and the OIDC providers from `auth.*`, `app.secret` and
+/// `auth.oidc.providers`.
+fn auth_parts(
+    config: &Config,
+    secrets: &Secrets,
+    store: &MetadataStore,
+) -> Result<(Arc<auth::Authenticator>, Arc<auth::oidc::OidcProviders>), BuildError> {
+    let providers = match &secrets.oidc_providers {
+        Some(source) => auth::oidc::parse_providers(source.read("auth.oidc.providers")?.expose())
+            .map_err(BuildError::Auth)?,
+        None => Vec::new(),
+    };
+    let sessions = match &secrets.cookies_secret {
+        Some(source) => Some(Arc::new(
+            auth::session::SessionCodec::new(&source.read("app.secret")?, &config.auth.session)
+                .map_err(BuildError::Auth)?,
+        )),
+        None if !providers.is_empty() => {
+            return Err(BuildError::Auth(
+                "auth.oidc.providers is set but the cookies secret (app.secret) is not: \
+                 sessions need it"
+                    .to_owned(),
+            ))
+        }
+        None => None,
+    };
+    let root_url = config
+        .server
+        .root_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.server.bind));
+    let authenticator = Arc::new(auth::Authenticator::new(
+        store.clone(),
+        sessions,
+        auth::DEFAULT_AUTH_CACHE_TTL,
+    ));
+    Ok((
+        authenticator,
+        Arc::new(auth::oidc::OidcProviders::new(providers, &root_url)),
+    ))
 }
 
 /// A built control plane: its stores and API, not yet serving.
@@ -112,7 +158,7 @@ impl ControlPlane {
             }
             None => Arc::new(InProcessRegistry::new()),
         };
-        Ok(Self::from_parts(config, secrets, store, registry))
+        Self::from_parts(config, secrets, store, registry)
     }
 
     /// Assemble from an existing store and registry (tests, `serve`).
@@ -121,12 +167,21 @@ impl ControlPlane {
         secrets: Secrets,
         store: MetadataStore,
         registry: SharedRegistry,
-    ) -> Self {
-        let schema = graphql::build_schema(
-            store.clone(),
-            registry.clone(),
-            config.app.enable_gql_schema_introspection,
+    ) -> Result<Self, BuildError> {
+        let (authenticator, oidc) = auth_parts(&config, &secrets, &store)?;
+        let model_storage = model_storage::ModelStorage::open(
+            &config.model_registry_location(),
+            &adaptive_registry::StoreEnv::from_process(),
         );
+        let schema = graphql::build_schema(graphql::SchemaParts {
+            store: store.clone(),
+            registry: registry.clone(),
+            model_storage,
+            authenticator: authenticator.clone(),
+            oidc: oidc.clone(),
+            auth_config: Arc::new(config.auth.clone()),
+            enable_introspection: config.app.enable_gql_schema_introspection,
+        });
         let mut gateway_metrics = None;
         let metrics = ServerMetrics::with_extra_metrics(|metrics_registry| {
             gateway_metrics = Some(adaptive_gateway::GatewayMetrics::register(metrics_registry));
@@ -137,7 +192,7 @@ impl ControlPlane {
         );
         let gateway = adaptive_gateway::GatewayState::new(
             gateway_config(&config),
-            inference_adapters::directory(store.clone(), registry.clone()),
+            inference_adapters::directory(store.clone(), registry.clone(), authenticator.clone()),
             recorder_handle,
             gateway_metrics.unwrap_or_else(adaptive_gateway::GatewayMetrics::unregistered),
         )
@@ -152,14 +207,17 @@ impl ControlPlane {
                 ttl: Duration::from_millis(config.harmony.replica_ttl_ms),
             },
             schema,
+            auth: authenticator,
+            oidc,
+            auth_config: Arc::new(config.auth.clone()),
         };
-        Self {
+        Ok(Self {
             config,
             secrets,
             state,
             gateway,
             recorder,
-        }
+        })
     }
 
     pub fn config(&self) -> &Config {
@@ -195,6 +253,16 @@ impl ControlPlane {
             &self.secrets,
         )
         .await
+    }
+
+    /// The GraphQL schema in SDL (documentation, the permission-table coverage test).
+    pub fn graphql_sdl(&self) -> String {
+        self.state.schema.sdl()
+    }
+
+    /// The authenticator (API keys, sessions) this control plane uses.
+    pub fn authenticator(&self) -> Arc<auth::Authenticator> {
+        self.state.auth.clone()
     }
 
     /// Bind `server.bind` and `server.bind_internal` and serve both routers until

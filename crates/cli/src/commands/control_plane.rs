@@ -29,10 +29,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .map_err(into_anyhow)?;
     if let Some(admin) = control_plane.bootstrap_admin().await? {
         println!("bootstrap admin created: {}", admin.email);
-        println!(
-            "admin API key (shown once, store it now): {}",
-            admin.api_key.expose()
-        );
+        if admin.key_from_configuration {
+            println!("its API key is the one set in auth.bootstrap_api_key");
+        } else {
+            println!(
+                "admin API key (shown once, store it now): {}",
+                admin.api_key.expose()
+            );
+        }
     }
     let running = control_plane.start().await.map_err(into_anyhow)?;
     super::wait_for_shutdown_signal().await;

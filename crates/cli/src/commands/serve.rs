@@ -64,10 +64,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         )
     })?;
 
+    if loaded.secrets.cookies_secret.is_none() {
+        loaded.secrets.cookies_secret = Some(
+            bootstrap::ensure_cookies_secret_file(&args.data_dir)
+                .context("cannot create the cookies secret in the data directory")?,
+        );
+    }
     let model_registry_location = loaded.config.model_registry_location();
     let control_plane = ControlPlane::build(loaded.config, loaded.secrets).await?;
     let admin = control_plane.bootstrap_admin().await?;
-    bootstrap::ensure_default_project(control_plane.store()).await?;
+    bootstrap::ensure_default_project(
+        control_plane.store(),
+        &control_plane.config().auth.default_team,
+    )
+    .await?;
     for (key, path) in &models {
         bootstrap::register_and_deploy_local_model(
             control_plane.store(),
@@ -89,7 +99,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     print_welcome(
         running.public_addr,
-        admin.as_ref().map(|admin| admin.api_key.expose()),
+        admin
+            .as_ref()
+            .filter(|admin| !admin.key_from_configuration)
+            .map(|admin| admin.api_key.expose()),
         &models,
     );
     super::wait_for_shutdown_signal().await;
@@ -195,7 +208,9 @@ fn print_welcome(public_addr: SocketAddr, api_key: Option<&str>, models: &[(Stri
             println!("admin API key (shown once, store it now): {key}");
             println!("  export ADAPTIVE_API_KEY={key}");
         }
-        None => println!("using the API key printed at first start (ADAPTIVE_API_KEY)"),
+        None => println!(
+            "using the API key printed at first start or set in auth.bootstrap_api_key (ADAPTIVE_API_KEY)"
+        ),
     }
     if models.is_empty() {
         println!("no model deployed: run scripts/fetch-model.sh, or pass --model PATH (a .gguf file or an HF directory)");

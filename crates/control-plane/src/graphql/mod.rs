@@ -12,6 +12,7 @@
 //! string (`not_found`, `invalid_request`, `unavailable`, ...), built in one place
 //! ([`crate::error::ApiError::into_graphql`]).
 
+mod access;
 mod completions;
 mod compute;
 mod metrics;
@@ -20,15 +21,22 @@ mod projects;
 mod scalars;
 mod users;
 
+use std::sync::Arc;
+
 use async_graphql::{Context, EmptySubscription, MergedObject, Schema};
 use axum::extract::State;
+use axum::http::{HeaderMap, Method};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::auth::Authenticated;
+use crate::auth::oidc::OidcProviders;
+use crate::auth::{Authenticator, Principal};
+use crate::config::AuthConfig;
 use crate::error::ApiError;
-use crate::http::AppJson;
+use crate::http::{AppJson, AppState};
+use crate::model_storage::ModelStorage;
 use crate::registry::SharedRegistry;
-use crate::store::{MetadataStore, User};
+use crate::store::MetadataStore;
 
 pub use scalars::{IdOrKey, Timestamp};
 
@@ -40,6 +48,7 @@ pub struct QueryRoot(
     metrics::MetricQueries,
     completions::CompletionQueries,
     users::UserQueries,
+    access::AccessQueries,
 );
 
 #[derive(MergedObject, Default)]
@@ -48,42 +57,81 @@ pub struct MutationRoot(
     models::ModelMutations,
     compute::ComputeMutations,
     metrics::MetricMutations,
+    access::AccessMutations,
 );
 
 pub type ApiSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 
 /// The authenticated caller of the current operation.
 #[derive(Debug, Clone)]
-pub struct Viewer(pub User);
+pub struct Viewer(pub Arc<Principal>);
 
-pub fn build_schema(
-    store: MetadataStore,
-    registry: SharedRegistry,
-    enable_introspection: bool,
-) -> ApiSchema {
+/// What the schema's resolvers share.
+pub struct SchemaParts {
+    pub store: MetadataStore,
+    pub registry: SharedRegistry,
+    pub model_storage: ModelStorage,
+    pub authenticator: Arc<Authenticator>,
+    pub oidc: Arc<OidcProviders>,
+    pub auth_config: Arc<AuthConfig>,
+    pub enable_introspection: bool,
+}
+
+pub fn build_schema(parts: SchemaParts) -> ApiSchema {
     let builder = Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
         EmptySubscription,
     )
-    .data(store)
-    .data(registry)
+    .data(parts.store)
+    .data(parts.registry)
+    .data(parts.model_storage)
+    .data(parts.authenticator)
+    .data(parts.oidc)
+    .data(parts.auth_config)
+    .extension(crate::auth::policy::PolicyExtension)
     .limit_depth(24);
-    if enable_introspection {
+    if parts.enable_introspection {
         return builder.finish();
     }
     builder.disable_introspection().finish()
 }
 
-/// `POST /api/graphql`: authenticate, then execute with the caller in the context. A body that
-/// is not a GraphQL request gets our 400 error body, like every other route.
+/// `POST /api/graphql`: authenticate, then execute with the caller in the context; the policy
+/// extension checks every root field. A request without credentials runs only public fields
+/// (`meta`, for the login page) and gets 401 otherwise. A body that is not a GraphQL request
+/// gets our 400 error body, like every other route.
 pub async fn handler(
-    State(schema): State<ApiSchema>,
-    caller: Authenticated,
+    State(state): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
     AppJson(request): AppJson<async_graphql::Request>,
-) -> Json<async_graphql::Response> {
-    let request = request.data(Viewer(caller.user));
-    Json(schema.execute(request).await)
+) -> Result<Response, ApiError> {
+    let anonymous = !headers.contains_key(axum::http::header::AUTHORIZATION)
+        && state
+            .auth
+            .sessions()
+            .is_none_or(|codec| matches!(codec.session(&headers), Ok(None)));
+    let request = if anonymous {
+        request
+    } else {
+        let caller = state.auth.authenticate(&method, &headers).await?;
+        request.data(Viewer(caller.principal))
+    };
+    let response = state.schema.execute(request).await;
+    let unauthenticated = anonymous
+        && response.data == async_graphql::Value::Null
+        && response.errors.iter().any(|error| {
+            crate::auth::policy::error_code(error)
+                == Some(adaptive_api_types::ErrorCode::Unauthenticated.as_str())
+        });
+    if unauthenticated {
+        // The same 401 body as every other route.
+        return Err(ApiError::Unauthenticated(
+            "missing credentials: send Authorization: Bearer <api key>, or log in",
+        ));
+    }
+    Ok(Json(response).into_response())
 }
 
 pub(crate) type GqlResult<T> = Result<T, async_graphql::Error>;
@@ -96,8 +144,16 @@ pub(crate) fn registry<'a>(context: &Context<'a>) -> GqlResult<&'a SharedRegistr
     context.data::<SharedRegistry>()
 }
 
+pub(crate) fn model_storage<'a>(context: &Context<'a>) -> GqlResult<&'a ModelStorage> {
+    context.data::<ModelStorage>()
+}
+
 pub(crate) fn viewer<'a>(context: &Context<'a>) -> GqlResult<&'a Viewer> {
     context.data::<Viewer>()
+}
+
+pub(crate) fn authenticator<'a>(context: &Context<'a>) -> GqlResult<&'a Arc<Authenticator>> {
+    context.data::<Arc<Authenticator>>()
 }
 
 /// `?`-friendly conversion of domain errors into GraphQL errors with a code.

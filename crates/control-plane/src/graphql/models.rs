@@ -1,6 +1,6 @@
 //! Models and model services: `models(filter)`, `model(idOrKey)`, `addModel`,
 //! `addModelsToProject`, `deployModel`, `removeModelFromProject`, `updateModelService`,
-//! `updateModelComputeConfig`, `terminateModel`.
+//! `updateModelComputeConfig`, `terminateModel`, `deleteModel`.
 //!
 //! A model's `online` status is derived, not stored: ONLINE when a routable replica serves it,
 //! PENDING when some project wants it online but no replica serves it yet, OFFLINE otherwise.
@@ -9,7 +9,7 @@ use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, ID};
 
 use super::projects::ProjectView;
 use super::scalars::{IdOrKey, Timestamp};
-use super::{optional, registry, store, GqlResult, OrGql};
+use super::{model_storage, optional, registry, store, GqlResult, OrGql};
 use crate::registry::routable_replicas_for_model;
 use crate::store::{
     ComputeConfig, ComputeConfigUpdate, DeployRequest, Model, ModelService, ModelServiceUpdate,
@@ -278,6 +278,12 @@ pub struct RemoveModelFromProjectInput {
 }
 
 #[derive(InputObject)]
+pub struct DeleteModelInput {
+    /// The model's id or key.
+    pub model: String,
+}
+
+#[derive(InputObject)]
 pub struct ModelPlacementInput {
     pub compute_pools: Vec<String>,
     pub max_ttft_ms: Option<i64>,
@@ -486,6 +492,20 @@ impl ModelMutations {
             .remove_model_from_project(&input.project, &input.model)
             .await
             .gql()
+    }
+
+    /// Delete a model: its project attachments, its entry and, for a `model_registry://`
+    /// model, its objects in the registry. Refused (`conflict`) while a project has it
+    /// deployed.
+    async fn delete_model(
+        &self,
+        context: &Context<'_>,
+        input: DeleteModelInput,
+    ) -> GqlResult<bool> {
+        crate::model_storage::delete_model(store(context)?, model_storage(context)?, &input.model)
+            .await
+            .gql()?;
+        Ok(true)
     }
 
     async fn update_model_service(

@@ -6,8 +6,11 @@ use super::metrics::MetricWithContextView;
 use super::models::ModelServiceView;
 use super::scalars::{IdOrKey, Timestamp};
 use super::users::{RoleView, TeamView};
-use super::{optional, store, GqlResult, OrGql};
-use crate::store::{NewProject, Project, ProjectShare, ADMIN_PERMISSIONS};
+use super::{authenticator, optional, store, viewer, GqlResult, OrGql};
+use crate::auth::Permission;
+use crate::config::AuthConfig;
+use crate::error::ApiError;
+use crate::store::{NewProject, Project, ProjectShare};
 
 pub struct ProjectView(pub Project);
 
@@ -58,13 +61,9 @@ impl ProjectView {
             .find(|service| service.is_default)
             .map(ModelServiceView))
     }
-    /// What the caller may do in this project. Until roles land (auth issue), every
-    /// authenticated caller is an admin.
-    async fn permissions(&self) -> Vec<String> {
-        ADMIN_PERMISSIONS
-            .iter()
-            .map(|permission| (*permission).to_owned())
-            .collect()
+    /// What the caller may do in this project.
+    async fn permissions(&self, context: &Context<'_>) -> GqlResult<Vec<String>> {
+        Ok(viewer(context)?.0.project_permissions(&self.0.id).names())
     }
     async fn shares(&self, context: &Context<'_>) -> GqlResult<Vec<ProjectShareView>> {
         let shares = store(context)?
@@ -135,8 +134,13 @@ pub struct ProjectQueries;
 #[Object]
 impl ProjectQueries {
     async fn projects(&self, context: &Context<'_>) -> GqlResult<Vec<ProjectView>> {
+        let principal = &viewer(context)?.0;
         let projects = store(context)?.list_projects().await.gql()?;
-        Ok(projects.into_iter().map(ProjectView).collect())
+        Ok(projects
+            .into_iter()
+            .filter(|project| principal.can(Permission::ProjectRead, Some(&project.id)))
+            .map(ProjectView)
+            .collect())
     }
 
     async fn project(
@@ -160,6 +164,33 @@ impl ProjectMutations {
         input: ProjectCreate,
     ) -> GqlResult<ProjectView> {
         let store = store(context)?;
+        let principal = &viewer(context)?.0;
+        // The team that will see the project: the one asked for, else the default team for
+        // admins, else the caller's first team whose role may create projects.
+        let team = match input.team {
+            Some(team) => team,
+            None if principal.can(Permission::ProjectCreate, None) => context
+                .data::<std::sync::Arc<AuthConfig>>()?
+                .default_team
+                .clone(),
+            None => principal
+                .teams
+                .iter()
+                .find(|(_, permissions)| permissions.contains(Permission::ProjectCreate))
+                .map(|(team, _)| team.clone())
+                .ok_or_else(|| {
+                    ApiError::Forbidden("no team of yours may create projects".to_owned())
+                        .into_graphql()
+                })?,
+        };
+        let member = principal.teams.iter().any(|(key, _)| *key == team);
+        if !member && !principal.can(Permission::ProjectCreate, None) {
+            return Err(
+                ApiError::Forbidden(format!("you are not a member of the team '{team}'"))
+                    .into_graphql(),
+            );
+        }
+        let team = store.get_team(&team).await.gql()?.key;
         let project = store
             .create_project(NewProject {
                 key: input.key,
@@ -168,12 +199,11 @@ impl ProjectMutations {
             })
             .await
             .gql()?;
-        if let Some(team) = input.team {
-            store
-                .share_project(&project.id, &[(team, "admin".to_owned(), true)])
-                .await
-                .gql()?;
-        }
+        store
+            .share_project(&project.id, &[(team, "admin".to_owned(), true)])
+            .await
+            .gql()?;
+        authenticator(context)?.invalidate();
         Ok(ProjectView(project))
     }
 
@@ -191,6 +221,7 @@ impl ProjectMutations {
             .map(|share| (share.team, share.role, share.is_owner))
             .collect();
         store.share_project(&project.id, &shares).await.gql()?;
+        authenticator(context)?.invalidate();
         Ok(ProjectView(project))
     }
 }

@@ -4,7 +4,15 @@ use async_graphql::{Context, Object, ID};
 
 use super::scalars::Timestamp;
 use super::{store, viewer, GqlResult, OrGql};
-use crate::store::{Role, Team, TeamMembership, User};
+use crate::store::{Role, Team, TeamMembership, User, USER_TYPE_SYSTEM};
+
+/// People log in through OIDC; service accounts (`SYSTEM`) use API keys only.
+#[derive(async_graphql::Enum, Clone, Copy, PartialEq, Eq, Debug)]
+#[graphql(rename_items = "SCREAMING_SNAKE_CASE")]
+pub enum UserType {
+    Human,
+    System,
+}
 
 pub struct UserView(pub User);
 
@@ -19,8 +27,21 @@ impl UserView {
     async fn name(&self) -> &str {
         &self.0.name
     }
+    async fn user_type(&self) -> UserType {
+        if self.0.user_type == USER_TYPE_SYSTEM {
+            UserType::System
+        } else {
+            UserType::Human
+        }
+    }
     async fn created_at(&self) -> Timestamp {
         Timestamp(self.0.created_at)
+    }
+    async fn deleted(&self) -> bool {
+        self.0.deleted_at.is_some()
+    }
+    async fn deleted_at(&self) -> Option<Timestamp> {
+        self.0.deleted_at.map(Timestamp)
     }
     async fn teams(&self, context: &Context<'_>) -> GqlResult<Vec<TeamMembershipView>> {
         let memberships = store(context)?.user_memberships(&self.0.id).await.gql()?;
@@ -30,7 +51,7 @@ impl UserView {
 
 pub struct TeamMembershipView(pub TeamMembership);
 
-#[Object(name = "TeamMember")]
+#[Object(name = "TeamWithrole")]
 impl TeamMembershipView {
     async fn team(&self) -> TeamView {
         TeamView(self.0.team.clone())
@@ -86,7 +107,7 @@ pub struct UserQueries;
 impl UserQueries {
     /// The caller.
     async fn me(&self, context: &Context<'_>) -> GqlResult<UserView> {
-        Ok(UserView(viewer(context)?.0.clone()))
+        Ok(UserView(viewer(context)?.0.user.clone()))
     }
 
     async fn users(&self, context: &Context<'_>) -> GqlResult<Vec<UserView>> {

@@ -5,6 +5,7 @@
 //! authorize (the [`crate::auth::Authenticated`] extractor) -> call the store or registry -> map
 //! to a view. State is typed ([`AppState`]) with `FromRef` sub-states.
 
+mod auth;
 mod harmony;
 mod health;
 pub mod openapi;
@@ -41,6 +42,15 @@ pub struct AppState {
     pub metrics: Arc<ServerMetrics>,
     pub heartbeat: HeartbeatPolicy,
     pub schema: ApiSchema,
+    pub auth: Arc<crate::auth::Authenticator>,
+    pub oidc: Arc<crate::auth::oidc::OidcProviders>,
+    pub auth_config: Arc<crate::config::AuthConfig>,
+}
+
+impl FromRef<AppState> for Arc<crate::auth::Authenticator> {
+    fn from_ref(state: &AppState) -> Self {
+        state.auth.clone()
+    }
 }
 
 impl FromRef<AppState> for MetadataStore {
@@ -81,6 +91,12 @@ pub fn public_router(state: AppState) -> Router {
         .route("/ready", get(health::ready))
         .route("/api/openapi.json", get(openapi::serve))
         .route("/api/graphql", post(crate::graphql::handler))
+        .route("/api/v1/auth/login/{provider}", get(auth::login))
+        .route(
+            "/api/v1/auth/login/{provider}/callback",
+            get(auth::callback),
+        )
+        .route("/api/v1/auth/logout", post(auth::logout))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.request_timeout,

@@ -52,7 +52,9 @@ pub use metrics::NewMetric;
 pub use models::{ComputeConfigUpdate, NewModel};
 pub use projects::NewProject;
 pub use rows::*;
-pub use users::ADMIN_PERMISSIONS;
+pub use users::{
+    ApiKeyGrant, IssuedApiKey, NewUser, ProjectGrant, USER_TYPE_HUMAN, USER_TYPE_SYSTEM,
+};
 
 /// Errors of the metadata store.
 #[derive(Debug, thiserror::Error)]

@@ -144,6 +144,49 @@ impl MetadataStore {
         })
     }
 
+    /// Deletes a model and the services that attach it to projects, refusing with
+    /// [`StoreError::Conflict`] (naming the projects) while any project has it deployed
+    /// (desired online). The check and the deletion are one transaction, and the final delete
+    /// only succeeds when no service is left, so a concurrent deploy cannot be lost.
+    pub async fn delete_model(&self, id_or_key: &str) -> Result<Model, StoreError> {
+        let model = self.get_model(id_or_key).await?;
+        let mut transaction = self.pool().begin().await?;
+        refuse_if_deployed(&mut *transaction, &model).await?;
+        sqlx::query("DELETE FROM model_services WHERE model_id = $1 AND desired_online = 0")
+            .bind(&model.id)
+            .execute(&mut *transaction)
+            .await?;
+        let deleted = sqlx::query(
+            "DELETE FROM models WHERE id = $1 \
+             AND NOT EXISTS (SELECT 1 FROM model_services WHERE model_id = $1)",
+        )
+        .bind(&model.id)
+        .execute(&mut *transaction)
+        .await?;
+        if deleted.rows_affected() == 0 {
+            return Err(deployed_conflict(
+                &model.key,
+                "a project (deployed meanwhile)",
+            ));
+        }
+        transaction.commit().await?;
+        Ok(model)
+    }
+
+    /// [`StoreError::Conflict`], naming the projects, while any project has the model deployed.
+    pub async fn ensure_model_not_deployed(&self, model: &Model) -> Result<(), StoreError> {
+        refuse_if_deployed(self.pool(), model).await
+    }
+
+    /// How many models load from `path` (several may share one registry entry).
+    pub async fn count_models_with_path(&self, path: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM models WHERE path = $1")
+            .bind(path)
+            .fetch_one(self.pool())
+            .await?;
+        super::rows::int(&row, "n")
+    }
+
     /// Projects the model is attached to.
     pub async fn model_projects(&self, model_id: &str) -> Result<Vec<Project>, StoreError> {
         let rows = sqlx::query(
@@ -156,6 +199,35 @@ impl MetadataStore {
         .await?;
         rows.iter().map(Project::from_row).collect()
     }
+}
+
+async fn refuse_if_deployed<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    model: &Model,
+) -> Result<(), StoreError> {
+    let rows = sqlx::query(
+        "SELECT p.key FROM model_services s JOIN projects p ON p.id = s.project_id \
+         WHERE s.model_id = $1 AND s.desired_online = 1 ORDER BY p.key",
+    )
+    .bind(&model.id)
+    .fetch_all(executor)
+    .await?;
+    let deployed_in = rows
+        .iter()
+        .map(|row| super::rows::text(row, "key"))
+        .collect::<Result<Vec<_>, _>>()?;
+    if deployed_in.is_empty() {
+        return Ok(());
+    }
+    let projects = format!("project(s) {}", deployed_in.join(", "));
+    Err(deployed_conflict(&model.key, &projects))
+}
+
+fn deployed_conflict(model_key: &str, where_deployed: &str) -> StoreError {
+    StoreError::Conflict(format!(
+        "model '{model_key}' is deployed in {where_deployed}; take it offline there first \
+         (terminateModel, or updateModelService with desiredOnline: false)"
+    ))
 }
 
 fn validate_compute_config(config: &ComputeConfig) -> Result<(), StoreError> {

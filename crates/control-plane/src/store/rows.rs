@@ -110,7 +110,10 @@ pub struct User {
     pub id: String,
     pub email: String,
     pub name: String,
+    /// `HUMAN` (logs in through OIDC) or `SYSTEM` (a service account: API keys only).
+    pub user_type: String,
     pub created_at: i64,
+    pub deleted_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -304,7 +307,9 @@ impl User {
             id: text(row, "id")?,
             email: text(row, "email")?,
             name: text(row, "name")?,
+            user_type: text(row, "user_type")?,
             created_at: int(row, "created_at")?,
+            deleted_at: opt_int(row, "deleted_at")?,
         })
     }
 }

@@ -124,6 +124,7 @@ pub struct TestServer {
     pub public: SocketAddr,
     pub internal: SocketAddr,
     pub api_key: String,
+    sdl: String,
     _directory: tempfile::TempDir,
 }
 
@@ -134,20 +135,32 @@ impl TestServer {
         config.harmony.heartbeat_interval_ms = 1000;
         config.harmony.replica_ttl_ms = 60_000;
         let registry: SharedRegistry = std::sync::Arc::new(InProcessRegistry::new());
-        let control_plane = ControlPlane::from_parts(config, Secrets::default(), store, registry);
+        let control_plane = ControlPlane::from_parts(config, Secrets::default(), store, registry)
+            .expect("control plane");
         let admin = control_plane
             .bootstrap_admin()
             .await
             .expect("bootstrap")
             .expect("first start creates the admin");
+        let sdl = control_plane.graphql_sdl();
         let running = control_plane.start().await.expect("serve");
         Self {
             public: running.public_addr,
             internal: running.internal_addr,
             running: Some(running),
             api_key: admin.api_key.expose().to_owned(),
+            sdl,
             _directory: directory,
         }
+    }
+
+    /// The server's `app.data_dir` (its default model registry is `model_registry` in it).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._directory.path()
+    }
+
+    pub fn graphql_sdl(&self) -> String {
+        self.sdl.clone()
     }
 
     pub fn public_url(&self, path: &str) -> String {

@@ -6,8 +6,11 @@
 
 mod harness;
 
+mod api_keys;
 mod config_docs;
 mod http_api;
+mod model_deletion;
+mod permissions;
 mod postgres_failures;
 mod registry_conformance;
 mod store_conformance;

@@ -4,8 +4,8 @@ use adaptive_control_plane::bootstrap;
 use adaptive_control_plane::config::{SecretSource, SecretString, Secrets};
 use adaptive_control_plane::store::{
     ChatMessage, CompletionFilter, ComputeConfigUpdate, DeployRequest, Label, MetadataStore,
-    ModelServiceUpdate, NewInteraction, NewMetric, NewModel, NewProject, NewScore, PageRequest,
-    Placement, StoreError,
+    ModelServiceUpdate, NewInteraction, NewMetric, NewModel, NewProject, NewScore, NewUser,
+    PageRequest, Placement, StoreError, USER_TYPE_HUMAN,
 };
 use sqlx::Row;
 
@@ -38,6 +38,7 @@ conformance!(
     models_are_attached_deployed_and_resolved,
     placement_selects_the_desired_models_of_a_pool,
     terminate_needs_force_when_deployed_in_several_projects,
+    deleting_a_model_is_refused_while_deployed,
     interactions_are_inserted_exactly_once,
     completions_are_filtered_and_paginated,
     scores_are_validated_and_aggregated,
@@ -689,7 +690,11 @@ async fn scores_are_validated_and_aggregated(backend: Backend) {
 async fn api_keys_are_stored_hashed(backend: Backend) {
     let (_database, store) = setup(backend).await;
     let user = store
-        .create_user("someone@example.com", "Someone")
+        .create_user(NewUser {
+            email: "someone@example.com".into(),
+            name: "Someone".into(),
+            user_type: USER_TYPE_HUMAN.into(),
+        })
         .await
         .expect("user");
     let key = store.create_api_key(&user.id, None).await.expect("key");
@@ -802,8 +807,12 @@ async fn bootstrap_runs_once(backend: Backend) {
         .expect("lookup")
         .expect("admin");
     let memberships = store.user_memberships(&user.id).await.expect("memberships");
-    assert_eq!(memberships.len(), 1);
-    assert_eq!(memberships[0].role.key, "admin");
+    let memberships: Vec<(&str, &str)> = memberships
+        .iter()
+        .map(|m| (m.team.key.as_str(), m.role.key.as_str()))
+        .collect();
+    // The admin team makes it an admin everywhere; the default team shows it new projects.
+    assert_eq!(memberships, [("admin", "admin"), ("default", "admin")]);
     assert!(
         bootstrap::ensure_bootstrap_admin(&store, "default", &secrets)
             .await
@@ -811,14 +820,14 @@ async fn bootstrap_runs_once(backend: Backend) {
             .is_none()
     );
 
-    let created = bootstrap::ensure_default_project(&store)
+    let created = bootstrap::ensure_default_project(&store, "default")
         .await
         .expect("default project");
     assert_eq!(
         created.map(|project| project.key),
         Some(bootstrap::DEFAULT_PROJECT_KEY.to_owned())
     );
-    assert!(bootstrap::ensure_default_project(&store)
+    assert!(bootstrap::ensure_default_project(&store, "default")
         .await
         .expect("again")
         .is_none());
@@ -850,4 +859,54 @@ async fn bootstrap_runs_once(backend: Backend) {
         "{conflict:?}"
     );
     store.close().await;
+}
+
+async fn deleting_a_model_is_refused_while_deployed(backend: Backend) {
+    let (_database, store) = setup(backend).await;
+    project(&store, "alpha").await;
+    project(&store, "beta").await;
+    let deployed = model(&store, "deployed").await;
+    store
+        .deploy_model(DeployRequest {
+            project: "beta".to_owned(),
+            model: "deployed".to_owned(),
+            placement: None,
+        })
+        .await
+        .expect("deploy");
+    store
+        .attach_model("alpha", "deployed")
+        .await
+        .expect("attach");
+
+    let refused = store.delete_model("deployed").await.expect_err("deployed");
+    assert!(matches!(refused, StoreError::Conflict(_)), "{refused}");
+    assert!(refused.to_string().contains("project(s) beta"), "{refused}");
+    assert_eq!(
+        store
+            .model_projects(&deployed.id)
+            .await
+            .expect("projects")
+            .len(),
+        2
+    );
+
+    store
+        .terminate_model("deployed", false)
+        .await
+        .expect("terminate");
+    let deleted = store.delete_model(&deployed.id).await.expect("delete");
+    assert_eq!(deleted.key, "deployed");
+    let missing = store.get_model("deployed").await.expect_err("gone");
+    assert!(matches!(missing, StoreError::NotFound { .. }), "{missing}");
+    for project_key in ["alpha", "beta"] {
+        let project = store.get_project(project_key).await.expect("project");
+        let services = store
+            .list_model_services(&project.id)
+            .await
+            .expect("services");
+        assert!(services.is_empty(), "attachments removed with the model");
+    }
+    let again = store.delete_model("deployed").await.expect_err("gone");
+    assert!(matches!(again, StoreError::NotFound { .. }), "{again}");
 }
