@@ -67,6 +67,21 @@ pub fn skip_or_fail(reason: &str) {
     eprintln!("SKIPPED: {reason}");
 }
 
+/// What a stray writer does to a cached file: flips one bit at `offset` without changing the
+/// size, and moves the modification time a second ahead (the kernel's file clock is coarse, a
+/// tick of milliseconds: a rewrite within the download's tick would keep the stamp).
+pub fn flip_bit_in_place(path: &Path, offset: usize) {
+    let mut bytes = std::fs::read(path).expect("read file");
+    bytes[offset] ^= 0x01;
+    std::fs::write(path, &bytes).expect("rewrite file");
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .expect("open file")
+        .set_modified(std::time::SystemTime::now() + Duration::from_secs(1))
+        .expect("set mtime");
+}
+
 fn s3_env(endpoint: &str) -> Vec<(String, String)> {
     [
         ("AWS_ACCESS_KEY_ID", ACCESS_KEY),

@@ -129,16 +129,8 @@ async fn registry_model_on_seaweedfs_loads_into_an_empty_cache_is_reused_and_nev
     assert_eq!(file_identity(&cached), downloaded, "cache reused");
 
     // A cached file written to since it verified (same size, one bit flipped) is fetched again,
-    // never loaded. Its mtime is set one second ahead: the kernel's file clock is coarse.
-    let mut bytes = std::fs::read(&cached).expect("read cached");
-    bytes[1 << 20] ^= 0x01;
-    std::fs::write(&cached, &bytes).expect("tamper");
-    std::fs::File::options()
-        .write(true)
-        .open(&cached)
-        .expect("open")
-        .set_modified(std::time::SystemTime::now() + Duration::from_secs(1))
-        .expect("set mtime");
+    // never loaded.
+    test_util::flip_bit_in_place(&cached, 1 << 20);
     assert_eq!(spawn_and_ask(config.clone()).await, answer);
     assert_ne!(file_identity(&cached), downloaded, "fetched again");
     assert_eq!(sha256_hex(&cached), sha256_hex(&source));

@@ -357,20 +357,8 @@ pub async fn cached_file_rewritten_in_place_is_fetched_again(backend: &TestBacke
         "an untouched copy is used as is"
     );
 
-    // Same size, one bit different: only the modification time tells. It is set one second
-    // ahead because the kernel's file clock is coarse (a tick of milliseconds), and a rewrite
-    // within the download's tick would keep the stamp.
-    let mut bytes = std::fs::read(&cached).expect("read");
-    bytes[100] ^= 0x01;
-    std::fs::write(&cached, &bytes).expect("rewrite");
-    let rewritten = std::fs::File::options()
-        .write(true)
-        .open(&cached)
-        .expect("open");
-    rewritten
-        .set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(1))
-        .expect("set mtime");
-    drop(rewritten);
+    // Same size, one bit different: only the modification time tells.
+    adaptive_registry::test_util::flip_bit_in_place(&cached, 100);
 
     model_cache
         .resolve("rewritten-gguf")
