@@ -268,3 +268,18 @@ def test_secrets_never_reach_the_logs(env):
     assert "logged in" in logs, "the login was logged"
     for secret in (COOKIES_SECRET, CLIENT_SECRET, BOOTSTRAP_KEY, session_cookie, csrf, "ak_wrong_key_0123456789"):
         assert secret and secret not in logs
+
+
+def test_a_tampered_session_cookie_is_rejected(env):
+    client, response = login(env, "lena@example.com", email="lena@example.com", email_verified=True)
+    assert response.status_code == 303
+    cookie = client.cookies.get("adaptive_session")
+    middle = len(cookie) // 2
+    tampered = cookie[:middle] + ("A" if cookie[middle] != "A" else "B") + cookie[middle + 1:]
+    csrf = client.cookies.get("adaptive_csrf")
+    forged = httpx.Client(cookies={"adaptive_session": tampered, "adaptive_csrf": csrf})
+    response = forged.post(f"{env.url}/api/graphql", json={"query": ME}, headers={"X-CSRF-Token": csrf})
+    assert response.status_code == 401, response.text
+    # A session minted by another secret (the cookie of another deployment) is just as invalid.
+    other = httpx.Client(cookies={"adaptive_session": "x" * len(cookie)})
+    assert other.post(f"{env.url}/api/graphql", json={"query": ME}).status_code == 401

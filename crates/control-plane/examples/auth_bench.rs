@@ -33,6 +33,7 @@ async fn main() -> anyhow::Result<()> {
             max_connections: 4,
             acquire_timeout: Duration::from_secs(5),
             credential_refresh_interval: Duration::from_secs(60),
+            startup_retry: Duration::ZERO,
         },
     )
     .await?;

@@ -86,6 +86,7 @@ pub const KEYS: &[KeySpec] = &[
     key("db.run_migrations", Bool, "true", "apply schema migrations at start"),
     key("db.max_connections", Integer, "10", "connection pool size"),
     key("db.acquire_timeout_ms", Integer, "3000", "how long a request waits for a connection before failing with 503"),
+    key("db.startup_retry_seconds", Integer, "60", "how long the start keeps retrying an unreachable database (migrations) before giving up"),
     secret("redis.url", "Redis URL (`redis://` or `rediss://`) for the harmony replica registry; when unset, an in-process registry"),
     key("redis.key_prefix", Str, "adaptive", "prefix of every Redis key the control plane writes"),
     key("auth.default_team", Str, "default", "team new users join"),

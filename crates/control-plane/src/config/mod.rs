@@ -59,6 +59,7 @@ pub struct DbConfig {
     pub run_migrations: bool,
     pub max_connections: u32,
     pub acquire_timeout_ms: u64,
+    pub startup_retry_seconds: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -134,6 +135,7 @@ impl Default for DbConfig {
             run_migrations: true,
             max_connections: 10,
             acquire_timeout_ms: 3000,
+            startup_retry_seconds: 60,
         }
     }
 }

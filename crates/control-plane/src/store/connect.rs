@@ -126,6 +126,8 @@ pub struct StoreOptions {
     pub max_connections: u32,
     pub acquire_timeout: Duration,
     pub credential_refresh_interval: Duration,
+    /// How long [`MetadataStore::connect`] retries an unreachable database before failing.
+    pub startup_retry: Duration,
 }
 
 impl StoreOptions {
@@ -134,6 +136,7 @@ impl StoreOptions {
             run_migrations: config.db.run_migrations,
             max_connections: config.db.max_connections,
             acquire_timeout: Duration::from_millis(config.db.acquire_timeout_ms),
+            startup_retry: Duration::from_secs(config.db.startup_retry_seconds),
             credential_refresh_interval: Duration::from_secs(1),
         }
     }
@@ -261,9 +264,45 @@ impl MetadataStore {
             }
         }
         if options.run_migrations {
-            store.migrate().await?;
+            store.migrate_when_reachable(options.startup_retry).await?;
         }
         Ok(store)
+    }
+
+    /// Migrate, retrying while the database is unreachable (it may start after us: a pod
+    /// scheduled before its database, a restart of both), with exponential backoff up to
+    /// `patience` (authentication failures count too: a rotated password may be on its way).
+    /// Other failures, such as a broken migration, fail at once.
+    async fn migrate_when_reachable(&self, patience: Duration) -> Result<(), StoreError> {
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut delay = Duration::from_millis(250);
+        let mut attempt = 1;
+        loop {
+            match self.migrate().await {
+                Err(StoreError::Unavailable(reason))
+                    if tokio::time::Instant::now() + delay < deadline =>
+                {
+                    tracing::warn!(attempt, %reason, retry_in_ms = delay.as_millis() as u64, "the database is not reachable yet");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// Whether this process's database connection is encrypted (`sslmode`): `None` for SQLite.
+    pub async fn tls_in_use(&self) -> Result<Option<bool>, StoreError> {
+        if matches!(self.target, DatabaseTarget::Sqlite { .. }) {
+            return Ok(None);
+        }
+        let row = sqlx::query(
+            "SELECT CASE WHEN ssl THEN 1 ELSE 0 END AS tls FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Some(super::rows::int(&row, "tls")? == 1))
     }
 
     /// Apply pending migrations.

@@ -96,6 +96,7 @@ pub fn store_options() -> StoreOptions {
         max_connections: 4,
         acquire_timeout: Duration::from_millis(1500),
         credential_refresh_interval: Duration::from_millis(100),
+        startup_retry: Duration::from_secs(20),
     }
 }
 

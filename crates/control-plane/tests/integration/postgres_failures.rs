@@ -160,3 +160,67 @@ async fn rotated_password_is_used_by_the_next_connection() {
     drop(database);
     admin_execute(&format!("DROP ROLE IF EXISTS {role}")).await;
 }
+
+/// A control plane that starts before its database keeps retrying (with backoff) instead of
+/// exiting, and migrates once the database answers.
+#[tokio::test]
+async fn start_waits_for_a_database_that_comes_up_later() {
+    let database = TestDatabase::create(Backend::Postgres).await;
+    let name = database.postgres_name().expect("postgres").to_owned();
+    let mut proxy = TcpProxy::start(postgres_address()).await;
+    proxy.stop();
+    let target = DatabaseTarget::from_url(
+        &format!("postgres://postgres@{}/{name}", proxy.address),
+        None,
+    )
+    .expect("url");
+    let connecting = tokio::spawn(MetadataStore::connect(target, store_options()));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!connecting.is_finished(), "still waiting for the database");
+    proxy.resume().await;
+    let store = tokio::time::timeout(Duration::from_secs(20), connecting)
+        .await
+        .expect("connects once the database is up")
+        .expect("task")
+        .expect("migrated");
+    assert_eq!(store.count_users().await.expect("schema exists"), 0);
+}
+
+/// `sslmode` in `db.url` decides whether the connection is encrypted (the test server has TLS
+/// enabled).
+#[tokio::test]
+async fn sslmode_in_the_url_decides_tls() {
+    let database = TestDatabase::create(Backend::Postgres).await;
+    let name = database.postgres_name().expect("postgres").to_owned();
+    let server = crate::harness::postgres_server_url();
+    let connect = |mode: &'static str| {
+        let url = format!("{server}/{name}?sslmode={mode}");
+        async move {
+            let target = DatabaseTarget::from_url(&url, None).expect("url");
+            let store = MetadataStore::connect(target, store_options())
+                .await
+                .expect("connect");
+            store.tls_in_use().await.expect("query")
+        }
+    };
+    assert_eq!(connect("disable").await, Some(false));
+    // A PostgreSQL started by scripts/test.sh on a bare machine may have TLS off: then
+    // `require` must refuse to connect rather than silently fall back to plaintext.
+    let pool = sqlx::PgPool::connect(&format!("{server}/{name}?sslmode=disable"))
+        .await
+        .expect("plain connection");
+    let server_tls: String = sqlx::query_scalar("SHOW ssl")
+        .fetch_one(&pool)
+        .await
+        .expect("SHOW ssl");
+    pool.close().await;
+    if server_tls == "on" {
+        assert_eq!(connect("require").await, Some(true));
+    } else {
+        let target = DatabaseTarget::from_url(&format!("{server}/{name}?sslmode=require"), None)
+            .expect("url");
+        let mut options = store_options();
+        options.startup_retry = Duration::ZERO;
+        assert!(MetadataStore::connect(target, options).await.is_err());
+    }
+}
