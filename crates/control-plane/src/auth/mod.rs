@@ -50,6 +50,18 @@ pub struct Authenticated {
     pub credential: Credential,
 }
 
+impl Authenticated {
+    /// Refuse unless the caller holds `permission` on `project` (id or key) or everywhere.
+    pub fn require(&self, permission: Permission, project: &str) -> Result<(), ApiError> {
+        if self.principal.can(permission, Some(project)) {
+            return Ok(());
+        }
+        Err(ApiError::Forbidden(format!(
+            "this request needs the permission {permission} on the project '{project}'"
+        )))
+    }
+}
+
 /// Resolves credentials to principals, with short-lived caches.
 pub struct Authenticator {
     store: MetadataStore,

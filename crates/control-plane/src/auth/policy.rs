@@ -94,6 +94,8 @@ pub const GRAPHQL_RULES: &[Rule] = &[
     rule("completions", Project(ProjectRead, "filter.project")),
     rule("completionsGrouped", Project(ProjectRead, "filter.project")),
     rule("completion", Project(ProjectRead, "project")),
+    // names a completion, not a project: the resolver checks the completion's project
+    rule("addDirectScore", Anywhere(MetricScore)),
 ];
 
 /// What calling a project's model (chat, completions) requires, on that project.
@@ -107,8 +109,9 @@ pub struct RestRule {
     pub scope: Scope,
 }
 
-/// The public port's REST routes. Inference routes name their project in the body's `model`
-/// (`"project"` or `"project/model"`), checked by the gateway's directory.
+/// The public port's REST routes (those under `/api/v1` are also under `/v1`). Inference routes
+/// name their project in the body's `model` (`"project"` or `"project/model"`), checked by the
+/// gateway's directory; the feedback routes name it in the body field given here.
 pub const REST_RULES: &[RestRule] = &[
     RestRule {
         method: "GET",
@@ -159,6 +162,23 @@ pub const REST_RULES: &[RestRule] = &[
         method: "POST",
         path: "/api/v1/completions",
         scope: Project(INFERENCE_PERMISSION, "model"),
+    },
+    // Importing a logged interaction is what the gateway does for each inference call; with
+    // `feedbacks` it also needs metric:score on the project.
+    RestRule {
+        method: "POST",
+        path: "/api/v1/interactions",
+        scope: Project(ModelUse, "project"),
+    },
+    RestRule {
+        method: "POST",
+        path: "/api/v1/comparison",
+        scope: Project(MetricScore, "project"),
+    },
+    RestRule {
+        method: "POST",
+        path: "/api/v1/outcome",
+        scope: Project(MetricScore, "project_id"),
     },
 ];
 

@@ -1,5 +1,6 @@
 //! Interactions: `completions(filter, page, order)`, `completionsGrouped(groupBy, ...)`,
-//! `completion(project, id)`.
+//! `completion(project, id)`, and `addDirectScore(completionId, metricId, input)` (the SDK's
+//! `feedback.log_metric`).
 //!
 //! The SDK sends its filters as `advancedFilter: {and: [...]}`. Conjunctions of the conditions
 //! it builds (model, time range, session, completion id, label, prompt hash, source, created
@@ -10,11 +11,12 @@ use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, ID};
 
 use super::metrics::MetricView;
 use super::scalars::{IdOrKey, InputDatetime, Timestamp};
-use super::{optional, store, GqlResult, OrGql};
+use super::{optional, store, viewer, GqlResult, OrGql};
+use crate::auth::Permission;
 use crate::error::ApiError;
 use crate::store::{
-    Completion, CompletionFilter, CompletionGroupBy as StoreGroupBy, MetadataStore, PageRequest,
-    Score, ScoreStats,
+    Comparison, Completion, CompletionFilter, CompletionGroupBy as StoreGroupBy, MetadataStore,
+    NewScore, PageRequest, Score, ScoreStats, ScoreValue,
 };
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
@@ -440,29 +442,56 @@ impl DirectScoreView {
     }
 }
 
-/// Preference scores are not recorded yet; the type exists so the SDK's selections validate.
-pub struct ComparisonScoreView;
+/// A preference between two completions (`POST /api/v1/comparison`).
+pub struct ComparisonScoreView(pub Comparison);
 
 #[Object(name = "ComparisonScore")]
 impl ComparisonScoreView {
     async fn id(&self) -> ID {
-        ID(String::new())
+        ID(self.0.id.clone())
     }
     async fn created_at(&self) -> Timestamp {
-        Timestamp(0)
+        Timestamp(self.0.created_at)
     }
-    async fn project(&self) -> Option<CompletionProjectView> {
-        None
+    async fn project(&self, context: &Context<'_>) -> GqlResult<Option<CompletionProjectView>> {
+        let project = optional(store(context)?.get_project(&self.0.project_id).await)?;
+        Ok(project.map(|project| CompletionProjectView {
+            id: ID(project.id),
+            key: project.key,
+            name: project.name,
+        }))
     }
-    async fn metric(&self) -> Option<CompletionModelView> {
-        None
+    async fn metric(&self, context: &Context<'_>) -> GqlResult<Option<CompletionModelView>> {
+        let metric = store(context)?.find_metric(&self.0.metric_id).await.gql()?;
+        Ok(metric.map(|metric| CompletionModelView {
+            id: ID(metric.id),
+            key: metric.key,
+            name: metric.name,
+        }))
     }
-    async fn prefered_completion(&self) -> Option<CompletionView> {
-        None
+    /// (sic: the SDK's spelling)
+    async fn prefered_completion(
+        &self,
+        context: &Context<'_>,
+    ) -> GqlResult<Option<CompletionView>> {
+        compared_completion(context, &self.0.project_id, &self.0.preferred_completion_id).await
     }
-    async fn other_completion(&self) -> Option<CompletionView> {
-        None
+    async fn other_completion(&self, context: &Context<'_>) -> GqlResult<Option<CompletionView>> {
+        compared_completion(context, &self.0.project_id, &self.0.other_completion_id).await
     }
+}
+
+async fn compared_completion(
+    context: &Context<'_>,
+    project_id: &str,
+    completion_id: &str,
+) -> GqlResult<Option<CompletionView>> {
+    let completion = optional(
+        store(context)?
+            .get_completion(project_id, completion_id)
+            .await,
+    )?;
+    Ok(completion.map(CompletionView))
 }
 
 pub struct CompletionView(pub Completion);
@@ -512,8 +541,15 @@ impl CompletionView {
             .gql()?;
         Ok(scores.into_iter().map(DirectScoreView).collect())
     }
-    async fn comparison_scores(&self) -> Vec<ComparisonScoreView> {
-        Vec::new()
+    async fn comparison_scores(
+        &self,
+        context: &Context<'_>,
+    ) -> GqlResult<Vec<ComparisonScoreView>> {
+        let comparisons = store(context)?
+            .comparisons_for_completion(&self.0.id)
+            .await
+            .gql()?;
+        Ok(comparisons.into_iter().map(ComparisonScoreView).collect())
     }
     async fn labels(&self) -> Vec<LabelView> {
         self.0
@@ -711,5 +747,58 @@ impl CompletionQueries {
         let project = store.get_project(project.as_str()).await.gql()?;
         let completion = optional(store.get_completion(&project.id, &id.to_string()).await)?;
         Ok(completion.map(CompletionView))
+    }
+}
+
+/// `ScoreAddInput`: `value` is a number, or for BOOL metrics also a boolean. It is nullable
+/// so that a null is refused by our validation, with our error code.
+#[derive(InputObject)]
+pub struct ScoreAddInput {
+    pub value: Option<async_graphql::Json<serde_json::Value>>,
+    pub details: Option<String>,
+    pub reason: Option<String>,
+}
+
+#[derive(Default)]
+pub struct CompletionMutations;
+
+#[Object]
+impl CompletionMutations {
+    /// Score a completion against a metric linked to its project. The policy table lets through
+    /// callers with `metric:score` somewhere; the completion's project is checked here.
+    async fn add_direct_score(
+        &self,
+        context: &Context<'_>,
+        completion_id: uuid::Uuid,
+        metric_id: IdOrKey,
+        input: ScoreAddInput,
+    ) -> GqlResult<DirectScoreView> {
+        let store = store(context)?;
+        let principal = &viewer(context)?.0;
+        let completion_id = completion_id.to_string();
+        let project_id = store.completion_project_id(&completion_id).await.gql()?;
+        if !principal.can(Permission::MetricScore, Some(&project_id)) {
+            return Err(ApiError::Forbidden(
+                "'addDirectScore' needs the permission metric:score on the completion's project"
+                    .to_owned(),
+            )
+            .into_graphql());
+        }
+        let score = NewScore {
+            completion_id,
+            metric: metric_id.as_str().to_owned(),
+            value: ScoreValue::from_json(&input.value.map(|json| json.0).unwrap_or_default())
+                .gql()?,
+            reason: input.reason,
+            details: input.details,
+            created_by: Some(principal.user.id.clone()),
+            created_at: None,
+        };
+        let recorded = store.insert_scores(&[score]).await.gql()?;
+        let score = recorded
+            .into_iter()
+            .next()
+            .ok_or_else(|| async_graphql::Error::new("internal error"))?;
+        Ok(DirectScoreView(score))
     }
 }

@@ -63,9 +63,11 @@ impl MetricView {
     async fn has_direct_scores(&self, context: &Context<'_>) -> GqlResult<bool> {
         store(context)?.metric_has_scores(&self.0.id).await.gql()
     }
-    /// Preference (comparison) scores are not recorded yet.
-    async fn has_comparison_scores(&self) -> bool {
-        false
+    async fn has_comparison_scores(&self, context: &Context<'_>) -> GqlResult<bool> {
+        store(context)?
+            .metric_has_comparisons(&self.0.id)
+            .await
+            .gql()
     }
     async fn projects(&self, context: &Context<'_>) -> GqlResult<Vec<MetricProjectView>> {
         let projects = store(context)?.metric_projects(&self.0.id).await.gql()?;

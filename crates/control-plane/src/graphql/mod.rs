@@ -57,6 +57,7 @@ pub struct MutationRoot(
     models::ModelMutations,
     compute::ComputeMutations,
     metrics::MetricMutations,
+    completions::CompletionMutations,
     access::AccessMutations,
 );
 

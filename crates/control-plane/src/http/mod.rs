@@ -1,11 +1,13 @@
-//! HTTP surfaces: the public router (port 9000: health, readiness, GraphQL, OpenAPI) and the
-//! internal router (port 9009: harmony registration, Prometheus metrics).
+//! HTTP surfaces: the public router (port 9000: health, readiness, GraphQL, OpenAPI, the
+//! feedback routes of [`feedback`]) and the internal router (port 9009: harmony registration,
+//! Prometheus metrics).
 //!
 //! Handlers are thin: extract (with [`AppJson`], so malformed input gets our error body) ->
 //! authorize (the [`crate::auth::Authenticated`] extractor) -> call the store or registry -> map
 //! to a view. State is typed ([`AppState`]) with `FromRef` sub-states.
 
 mod auth;
+mod feedback;
 mod harmony;
 mod health;
 pub mod openapi;
@@ -97,6 +99,7 @@ pub fn public_router(state: AppState) -> Router {
             get(auth::callback),
         )
         .route("/api/v1/auth/logout", post(auth::logout))
+        .merge(feedback::router())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.request_timeout,

@@ -10,6 +10,9 @@ pub const REST_ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/ready", "public"),
     ("get", "/api/openapi.json", "public"),
     ("post", "/api/graphql", "public"),
+    ("post", "/api/v1/interactions", "public"),
+    ("post", "/api/v1/comparison", "public"),
+    ("post", "/api/v1/outcome", "public"),
     ("get", "/metrics", "internal"),
     ("post", "/internal/harmony/register", "internal"),
     ("post", "/internal/harmony/deregister", "internal"),
@@ -17,6 +20,9 @@ pub const REST_ROUTES: &[(&str, &str, &str)] = &[
 
 pub fn document() -> Value {
     let error = json!({"$ref": "#/components/schemas/Error"});
+    let uuid = json!({"type": "string", "format": "uuid"});
+    let score_value = json!({"type": ["number", "boolean"], "description": "BOOL metrics: true, false, 0 or 1; SCALAR metrics: a number"});
+    let compared = json!({"oneOf": [uuid.clone(), {"type": "object", "required": ["text", "model"], "properties": {"text": {"type": "string"}, "model": {"type": "string"}}}]});
     json!({
         "openapi": "3.1.0",
         "info": {"title": "adaptive control plane", "version": env!("CARGO_PKG_VERSION")},
@@ -39,6 +45,46 @@ pub fn document() -> Value {
                 "requestBody": {"content": {"application/json": {"schema": {"type": "object", "required": ["query"], "properties": {"query": {"type": "string"}, "variables": {"type": "object"}, "operationName": {"type": "string"}}}}}},
                 "responses": {"200": {"description": "GraphQL response"}, "401": {"description": "missing or invalid API key", "content": {"application/json": {"schema": error}}}}
             }},
+            "/api/v1/interactions": {"post": {
+                "summary": "import a logged interaction with its feedback (also under /v1); needs model:use on the project, and metric:score with feedbacks",
+                "security": [{"bearer": []}],
+                "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/AddInteractionsRequest"}}}},
+                "responses": {
+                    "201": {"description": "stored", "content": {"application/json": {"schema": {"type": "object", "properties": {"completion_id": uuid, "session_id": uuid, "feedback_ids": {"type": "array", "items": uuid}}}}}},
+                    "400": {"description": "malformed request or a value that does not fit its metric", "content": {"application/json": {"schema": error}}},
+                    "403": {"description": "missing permission", "content": {"application/json": {"schema": error}}},
+                    "404": {"description": "unknown project, model or metric, or a metric not linked to the project", "content": {"application/json": {"schema": error}}}
+                }
+            }},
+            "/api/v1/comparison": {"post": {
+                "summary": "a preference between two completions of a project (also under /v1); needs metric:score on the project",
+                "security": [{"bearer": []}],
+                "requestBody": {"content": {"application/json": {"schema": {"type": "object", "required": ["metric", "preferred_completion", "other_completion", "project"], "properties": {
+                    "metric": {"type": "string"}, "project": {"type": "string"},
+                    "preferred_completion": compared, "other_completion": compared,
+                    "messages": {"type": "array", "items": {"$ref": "#/components/schemas/ChatMessageInput"}, "description": "required when a completion is given as text"},
+                    "tied": {"enum": ["good", "bad"]}, "user_id": uuid
+                }}}}},
+                "responses": {
+                    "201": {"description": "stored", "content": {"application/json": {"schema": {"type": "object", "properties": {"comparison_id": uuid}}}}},
+                    "400": {"description": "malformed request", "content": {"application/json": {"schema": error}}},
+                    "403": {"description": "missing permission", "content": {"application/json": {"schema": error}}},
+                    "404": {"description": "unknown project, metric, model or completion", "content": {"application/json": {"schema": error}}}
+                }
+            }},
+            "/api/v1/outcome": {"post": {
+                "summary": "the outcome of a session (also under /v1); needs metric:score on the project",
+                "security": [{"bearer": []}],
+                "requestBody": {"content": {"application/json": {"schema": {"type": "object", "required": ["value", "project_id", "metric", "session_id"], "properties": {
+                    "value": score_value, "project_id": {"type": "string"}, "metric": {"type": "string"}, "session_id": uuid, "user_id": uuid
+                }}}}},
+                "responses": {
+                    "201": {"description": "stored", "content": {"application/json": {"schema": {"type": "object", "properties": {"outcome_id": uuid}}}}},
+                    "400": {"description": "malformed request or a value that does not fit its metric", "content": {"application/json": {"schema": error}}},
+                    "403": {"description": "missing permission", "content": {"application/json": {"schema": error}}},
+                    "404": {"description": "unknown project or metric", "content": {"application/json": {"schema": error}}}
+                }
+            }},
             "/metrics": {"get": {
                 "summary": "internal port: Prometheus metrics",
                 "responses": {"200": {"description": "OpenMetrics text"}}
@@ -60,6 +106,20 @@ pub fn document() -> Value {
                 "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
                     "message": {"type": "string"}, "type": {"type": "string"}, "param": {"type": ["string", "null"]}, "code": {"type": "string"}
                 }}}},
+                "ChatMessageInput": {"type": "object", "required": ["role", "content"], "properties": {
+                    "role": {"type": "string"},
+                    "content": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object", "properties": {"type": {"type": "string"}, "text": {"type": "string"}}}}]}
+                }},
+                "AddInteractionsRequest": {"type": "object", "required": ["project", "messages", "completion"], "properties": {
+                    "project": {"type": "string"}, "model_service": {"type": "string", "description": "key of a model attached to the project"},
+                    "messages": {"type": "array", "items": {"$ref": "#/components/schemas/ChatMessageInput"}},
+                    "completion": {"type": "string"},
+                    "feedbacks": {"type": "array", "items": {"type": "object", "required": ["metric", "value"], "properties": {
+                        "metric": {"type": "string"}, "value": score_value, "reason": {"type": "string"}, "details": {"type": "string"}, "created_at": {"type": "string", "format": "date-time"}
+                    }}},
+                    "user": uuid, "session_id": uuid, "created_at": {"type": "string", "format": "date-time"},
+                    "labels": {"type": "object", "additionalProperties": {"type": "string"}}
+                }},
                 "RegisterReplica": {"type": "object", "required": ["group", "partition_key", "ordinal", "gpu_count", "advertised_url", "status"], "properties": {
                     "group": {"type": "string"}, "partition_key": {"type": "string"}, "ordinal": {"type": "integer"},
                     "gpu_count": {"type": "integer"}, "gpu_types": {"type": "array", "items": {"type": "string"}},

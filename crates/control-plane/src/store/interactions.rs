@@ -9,6 +9,7 @@ use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::Any;
 
+use super::feedback::ScoreValue;
 use super::{
     new_id, now_ms, ChatMessage, Completion, Label, MetadataStore, Metric, Score, StoreError,
 };
@@ -35,15 +36,17 @@ pub struct NewInteraction {
     pub created_at: i64,
 }
 
-/// A score to record: `metric` is an id or key.
+/// A score to record: `metric` is an id or key, linked to the completion's project.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewScore {
     pub completion_id: String,
     pub metric: String,
-    pub value: f64,
+    pub value: ScoreValue,
     pub reason: Option<String>,
     pub details: Option<String>,
     pub created_by: Option<String>,
+    /// When the score was given, if the client says; else now.
+    pub created_at: Option<i64>,
 }
 
 /// Filters of the completion list; every set field must match.
@@ -116,6 +119,59 @@ pub fn decode_cursor(cursor: &str) -> Result<i64, StoreError> {
         .and_then(|offset| offset.parse::<i64>().ok())
         .filter(|offset| *offset >= 0)
         .ok_or_else(|| StoreError::Invalid(format!("invalid page cursor '{cursor}'")))
+}
+
+/// Insert one completion unless its id is stored already; returns the rows inserted (0 or 1).
+pub(crate) async fn insert_completion_row(
+    connection: &mut sqlx::AnyConnection,
+    interaction: &NewInteraction,
+) -> Result<u64, StoreError> {
+    let result = sqlx::query(
+        "INSERT INTO completions (id, project_id, model_service_id, model_id, prompt_hash, \
+         chat_messages, completion, source, session_id, created_by, labels, metadata, \
+         prompt_tokens, completion_tokens, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&interaction.id)
+    .bind(&interaction.project_id)
+    .bind(&interaction.model_service_id)
+    .bind(&interaction.model_id)
+    .bind(prompt_hash(&interaction.chat_messages))
+    .bind(serde_json::to_string(&interaction.chat_messages)?)
+    .bind(&interaction.completion)
+    .bind(&interaction.source)
+    .bind(&interaction.session_id)
+    .bind(&interaction.created_by)
+    .bind(serde_json::to_string(&interaction.labels)?)
+    .bind(serde_json::to_string(&interaction.metadata)?)
+    .bind(interaction.prompt_tokens)
+    .bind(interaction.completion_tokens)
+    .bind(interaction.created_at)
+    .execute(&mut *connection)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+pub(crate) async fn insert_score_row(
+    connection: &mut sqlx::AnyConnection,
+    score: &Score,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO scores (id, completion_id, metric_id, value, reason, details, created_by, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&score.id)
+    .bind(&score.completion_id)
+    .bind(&score.metric_id)
+    .bind(score.value)
+    .bind(&score.reason)
+    .bind(&score.details)
+    .bind(&score.created_by)
+    .bind(score.created_at)
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
 }
 
 enum Arg {
@@ -277,92 +333,56 @@ impl MetadataStore {
         let mut transaction = self.pool().begin().await?;
         let mut inserted = 0;
         for interaction in batch {
-            let result = sqlx::query(
-                "INSERT INTO completions (id, project_id, model_service_id, model_id, prompt_hash, \
-                 chat_messages, completion, source, session_id, created_by, labels, metadata, \
-                 prompt_tokens, completion_tokens, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(&interaction.id)
-            .bind(&interaction.project_id)
-            .bind(&interaction.model_service_id)
-            .bind(&interaction.model_id)
-            .bind(prompt_hash(&interaction.chat_messages))
-            .bind(serde_json::to_string(&interaction.chat_messages)?)
-            .bind(&interaction.completion)
-            .bind(&interaction.source)
-            .bind(&interaction.session_id)
-            .bind(&interaction.created_by)
-            .bind(serde_json::to_string(&interaction.labels)?)
-            .bind(serde_json::to_string(&interaction.metadata)?)
-            .bind(interaction.prompt_tokens)
-            .bind(interaction.completion_tokens)
-            .bind(interaction.created_at)
-            .execute(&mut *transaction)
-            .await?;
-            inserted += result.rows_affected();
+            inserted += insert_completion_row(&mut transaction, interaction).await?;
         }
         transaction.commit().await?;
         Ok(inserted)
     }
 
-    /// Record scores. BOOL metrics accept 0 or 1 only.
+    /// Record scores, all or none. Each metric must be linked to its completion's project;
+    /// BOOL metrics accept true, false, 0 or 1, SCALAR metrics finite numbers.
     pub async fn insert_scores(&self, scores: &[NewScore]) -> Result<Vec<Score>, StoreError> {
         let mut prepared = Vec::with_capacity(scores.len());
         for score in scores {
-            let metric = self
-                .find_metric(&score.metric)
-                .await?
-                .ok_or_else(|| StoreError::not_found("metric", &score.metric))?;
-            if metric.kind == "BOOL" && score.value != 0.0 && score.value != 1.0 {
-                return Err(StoreError::Invalid(format!(
-                    "metric '{}' is BOOL: a score must be 0 or 1, got {}",
-                    metric.key, score.value
-                )));
-            }
-            if !score.value.is_finite() {
-                return Err(StoreError::Invalid(
-                    "a score must be a finite number".to_owned(),
-                ));
-            }
-            prepared.push(Score {
-                id: new_id(),
-                completion_id: score.completion_id.clone(),
-                metric_id: metric.id,
-                value: score.value,
-                reason: score.reason.clone(),
-                details: score.details.clone(),
-                created_by: score.created_by.clone(),
-                created_at: now_ms(),
-            });
+            let project_id = self.completion_project_id(&score.completion_id).await?;
+            prepared.push(self.prepare_score(score, &project_id).await?);
         }
         let mut transaction = self.pool().begin().await?;
         for score in &prepared {
-            let exists = sqlx::query("SELECT COUNT(*) AS n FROM completions WHERE id = $1")
-                .bind(&score.completion_id)
-                .fetch_one(&mut *transaction)
-                .await?;
-            if super::rows::int(&exists, "n")? == 0 {
-                return Err(StoreError::not_found("completion", &score.completion_id));
-            }
-            sqlx::query(
-                "INSERT INTO scores (id, completion_id, metric_id, value, reason, details, created_by, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(&score.id)
-            .bind(&score.completion_id)
-            .bind(&score.metric_id)
-            .bind(score.value)
-            .bind(&score.reason)
-            .bind(&score.details)
-            .bind(&score.created_by)
-            .bind(score.created_at)
-            .execute(&mut *transaction)
-            .await?;
+            insert_score_row(&mut transaction, score).await?;
         }
         transaction.commit().await?;
         Ok(prepared)
+    }
+
+    /// The project of a stored completion; NotFound if there is none.
+    pub async fn completion_project_id(&self, completion_id: &str) -> Result<String, StoreError> {
+        let row = sqlx::query("SELECT project_id FROM completions WHERE id = $1")
+            .bind(completion_id)
+            .fetch_optional(self.pool())
+            .await?
+            .ok_or_else(|| StoreError::not_found("completion", completion_id))?;
+        super::rows::text(&row, "project_id")
+    }
+
+    /// Check a score against its metric as seen from `project_id`, and give it an id.
+    pub(crate) async fn prepare_score(
+        &self,
+        score: &NewScore,
+        project_id: &str,
+    ) -> Result<Score, StoreError> {
+        let metric = self.get_project_metric(&score.metric, project_id).await?;
+        let value = score.value.for_metric(&metric)?;
+        Ok(Score {
+            id: new_id(),
+            completion_id: score.completion_id.clone(),
+            metric_id: metric.id,
+            value,
+            reason: score.reason.clone(),
+            details: score.details.clone(),
+            created_by: score.created_by.clone(),
+            created_at: score.created_at.unwrap_or_else(now_ms),
+        })
     }
 
     /// A page of completions, newest first unless `ascending`.

@@ -28,10 +28,14 @@
 //!   (a retried batch inserts each completion exactly once); returns how many were new.
 //! - [`MetadataStore::insert_scores`]: scores for completions.
 //! - Routable replicas come from [`crate::registry`], not from this store.
+//!
+//! The feedback API imports interactions with their scores, and records comparisons and
+//! session outcomes ([`feedback`]).
 
 mod compute;
 mod connect;
 mod deployments;
+mod feedback;
 mod interactions;
 mod metrics;
 mod models;
@@ -44,6 +48,9 @@ use sqlx::AnyPool;
 
 pub use connect::{DatabaseTarget, StoreOptions};
 pub use deployments::{DeployRequest, ModelServiceUpdate};
+pub use feedback::{
+    ComparedCompletion, Comparison, NewComparison, NewOutcome, Outcome, ScoreValue,
+};
 pub use interactions::{
     decode_cursor, encode_cursor, prompt_hash, CompletionFilter, CompletionGroup,
     CompletionGroupBy, CompletionPage, NewInteraction, NewScore, PageRequest, ScoreStats,

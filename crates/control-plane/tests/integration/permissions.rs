@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use adaptive_control_plane::auth::policy::{Scope, GRAPHQL_RULES};
+use adaptive_control_plane::auth::policy::{Scope, GRAPHQL_RULES, REST_RULES};
 use adaptive_control_plane::auth::BUILTIN_ROLES;
 use serde_json::{json, Value};
 
@@ -59,6 +59,27 @@ fn samples() -> BTreeMap<&'static str, (&'static str, Value)> {
         ("completions", ("query($project: String!) { completions(filter: {project: $project}, page: {first: 1}) { totalCount } }", p.clone())),
         ("completionsGrouped", ("query($project: String!) { completionsGrouped(groupBy: MODEL, filter: {project: $project}, page: {first: 1}) { totalCount } }", p.clone())),
         ("completion", ("query($project: IdOrKey!) { completion(project: $project, id: \"00000000-0000-0000-0000-000000000000\") { id } }", p)),
+        ("addDirectScore", ("mutation { addDirectScore(completionId: \"00000000-0000-0000-0000-000000000000\", metricId: \"nonexistent\", input: {value: 1}) { id } }", json!({}))),
+    ])
+}
+
+/// A body for each feedback route that an allowed caller gets past authorization with (to a
+/// 201 or a 404 for the unknown metric), naming the shared project where the rule says.
+fn feedback_samples() -> BTreeMap<&'static str, Value> {
+    let nil = "00000000-0000-0000-0000-000000000000";
+    BTreeMap::from([
+        (
+            "/api/v1/interactions",
+            json!({"project": PROJECT, "completion": "c", "messages": [{"role": "user", "content": "q"}]}),
+        ),
+        (
+            "/api/v1/comparison",
+            json!({"project": PROJECT, "metric": "nonexistent", "preferred_completion": nil, "other_completion": "00000000-0000-0000-0000-000000000001"}),
+        ),
+        (
+            "/api/v1/outcome",
+            json!({"project_id": PROJECT, "metric": "nonexistent", "value": 1, "session_id": nil}),
+        ),
     ])
 }
 
@@ -238,6 +259,28 @@ async fn matrix(backend: Backend) {
                     if want { "allowed" } else { "403" },
                     response.status()
                 ));
+            }
+            for (path, body) in feedback_samples() {
+                let rule = REST_RULES
+                    .iter()
+                    .find(|rule| rule.path == path)
+                    .unwrap_or_else(|| panic!("a rule for {path}"));
+                let response = client
+                    .post(server.public_url(path))
+                    .bearer_auth(&key)
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("request");
+                let want = expected(rule.scope, |p| role.permissions.contains(p), global);
+                if want == (response.status() == 403) {
+                    failures.push(format!(
+                        "{backend:?} {} in {placement}: {path} expected {} got {}",
+                        role.key,
+                        if want { "allowed" } else { "403" },
+                        response.status()
+                    ));
+                }
             }
         }
     }

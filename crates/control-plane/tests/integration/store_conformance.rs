@@ -627,10 +627,11 @@ async fn scores_are_validated_and_aggregated(backend: Backend) {
     let score = |completion: &str, metric: &str, value: f64| NewScore {
         completion_id: completion.to_owned(),
         metric: metric.to_owned(),
-        value,
+        value: value.into(),
         reason: None,
         details: Some("because".to_owned()),
         created_by: None,
+        created_at: None,
     };
     let bad_bool = store.insert_scores(&[score(&ids[0], "thumbs", 0.5)]).await;
     assert!(
