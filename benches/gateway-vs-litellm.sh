@@ -26,18 +26,8 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 OUT_DIR=${OUT_DIR:-$(mktemp -d)}
 mkdir -p "$OUT_DIR"
 
-log() { echo "[bench] $*" >&2; }
-
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    wait "$pid" 2>/dev/null || true
-  done
-}
-trap cleanup EXIT
+# shellcheck source=benches/background.sh
+. benches/background.sh
 
 # Starts "$@" in the background, waits for its "listening on URL" line, sets SERVER_URL.
 start_server() {
@@ -53,10 +43,6 @@ start_server() {
   done
   log "$name did not start; see $OUT_DIR/$name.err"
   return 1
-}
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 log "building gateway_bench (release)"
