@@ -19,11 +19,13 @@
 //! | `HARMONY_MAX_BATCHED_TOKENS` | tokens per forward pass | 512 |
 //! | `HARMONY_MAX_QUEUED_SEQUENCES` | waiting requests before `overloaded` | 256 |
 //! | `HARMONY_DRAIN_GRACE_SECONDS` | time to finish in-flight work on shutdown | 30 |
+//! | `CAPACITY_RESERVATION_END` | end of the EC2 Capacity Block the replica runs on (RFC 3339; the chart sets it for pools with `capacityReservation.endTime`): reported at registration (`capacity_ends_at`), shown in `/health` and `/metrics`, and the replica drains ahead of it | none |
+//! | `HARMONY_SETTING_DRAIN_BEFORE_RESERVATION_END_SECS` | how long before `CAPACITY_RESERVATION_END` the replica drains (no new requests, in-flight ones finish within the drain grace, then it deregisters and stays up, unready, until stopped) | `2700` (45 min: EC2 starts terminating a block's instances 30 min before its end, Karpenter drains the nodes from 40 min) |
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use adaptive_api_types::harmony::SpawnModel;
 use adaptive_registry::StoreEnv;
@@ -99,6 +101,47 @@ pub struct ModelRegistrySettings {
     pub cache_budget_bytes: u64,
 }
 
+/// The EC2 Capacity Block this replica runs on (`CAPACITY_RESERVATION_END`): it ends at a known
+/// time, and the replica drains `drain_lead` before that.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapacityReservation {
+    /// The end as the chart gave it (RFC 3339), reported to the control plane unchanged.
+    pub end_rfc3339: String,
+    pub end: SystemTime,
+    pub drain_lead: Duration,
+}
+
+impl CapacityReservation {
+    /// `HARMONY_SETTING_DRAIN_BEFORE_RESERVATION_END_SECS` when unset.
+    pub const DEFAULT_DRAIN_LEAD: Duration = Duration::from_secs(45 * 60);
+
+    pub fn parse(end_rfc3339: &str, drain_lead: Duration) -> Result<Self, ConfigError> {
+        let end =
+            chrono::DateTime::parse_from_rfc3339(end_rfc3339).map_err(|error| ConfigError {
+                variable: "CAPACITY_RESERVATION_END",
+                reason: format!("'{end_rfc3339}' is not an RFC 3339 time ({error})"),
+            })?;
+        Ok(Self {
+            end_rfc3339: end_rfc3339.to_owned(),
+            end: SystemTime::from(end),
+            drain_lead,
+        })
+    }
+
+    pub fn drain_starts_at(&self) -> SystemTime {
+        self.end
+            .checked_sub(self.drain_lead)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+
+    /// How long after `now` the drain starts; zero once that time has come.
+    pub fn time_until_drain(&self, now: SystemTime) -> Duration {
+        self.drain_starts_at()
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HarmonyConfig {
     pub bind_addr: SocketAddr,
@@ -111,6 +154,8 @@ pub struct HarmonyConfig {
     pub model_registry: Option<ModelRegistrySettings>,
     pub engine: EngineSettings,
     pub drain_grace: Duration,
+    /// Drain ahead of the end of the capacity this replica runs on, when it has one.
+    pub capacity_reservation: Option<CapacityReservation>,
     /// Between registration attempts until the control plane answers with its interval.
     pub registration_retry: Duration,
 }
@@ -134,6 +179,7 @@ impl HarmonyConfig {
             model_registry: None,
             engine: EngineSettings::default(),
             drain_grace: Duration::from_secs(5),
+            capacity_reservation: None,
             registration_retry: Duration::from_millis(200),
         }
     }
@@ -206,9 +252,24 @@ impl HarmonyConfig {
             model_registry: model_registry_settings(env)?,
             engine,
             drain_grace: Duration::from_secs(drain_grace_seconds),
+            capacity_reservation: capacity_reservation(env)?,
             registration_retry: Duration::from_secs(2),
         })
     }
+}
+
+fn capacity_reservation(
+    env: &HashMap<String, String>,
+) -> Result<Option<CapacityReservation>, ConfigError> {
+    let Some(end) = non_empty(env, "CAPACITY_RESERVATION_END") else {
+        return Ok(None);
+    };
+    let lead_seconds = parse_number(
+        non_empty(env, "HARMONY_SETTING_DRAIN_BEFORE_RESERVATION_END_SECS"),
+        "HARMONY_SETTING_DRAIN_BEFORE_RESERVATION_END_SECS",
+        CapacityReservation::DEFAULT_DRAIN_LEAD.as_secs(),
+    )?;
+    CapacityReservation::parse(end, Duration::from_secs(lead_seconds)).map(Some)
 }
 
 /// The trimmed value of `name`; None when unset or blank.
@@ -428,6 +489,47 @@ mod tests {
     }
 
     #[test]
+    fn capacity_reservation_end_sets_when_draining_starts() {
+        let config = HarmonyConfig::from_env(&env(&[
+            ("CAPACITY_RESERVATION_END", "2026-12-01T12:00:00Z"),
+            ("HARMONY_SETTING_DRAIN_BEFORE_RESERVATION_END_SECS", "600"),
+        ]))
+        .expect("valid");
+        let reservation = config.capacity_reservation.expect("reservation set");
+        assert_eq!(reservation.end_rfc3339, "2026-12-01T12:00:00Z");
+        let end = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_126_400);
+        assert_eq!(reservation.end, end);
+        assert_eq!(
+            reservation.drain_starts_at(),
+            end - Duration::from_secs(600)
+        );
+        let an_hour_before_end = end - Duration::from_secs(3600);
+        assert_eq!(
+            reservation.time_until_drain(an_hour_before_end),
+            Duration::from_secs(3000)
+        );
+        assert_eq!(
+            reservation.time_until_drain(end - Duration::from_secs(60)),
+            Duration::ZERO,
+            "past the drain point: drain at once"
+        );
+
+        let offset = HarmonyConfig::from_env(&env(&[(
+            "CAPACITY_RESERVATION_END",
+            "2026-12-01T14:00:00+02:00",
+        )]))
+        .expect("valid")
+        .capacity_reservation
+        .expect("reservation set");
+        assert_eq!(offset.end, end, "offsets are honoured");
+        assert_eq!(offset.drain_lead, CapacityReservation::DEFAULT_DRAIN_LEAD);
+        assert!(HarmonyConfig::from_env(&env(&[]))
+            .expect("valid")
+            .capacity_reservation
+            .is_none());
+    }
+
+    #[test]
     fn bad_values_name_the_variable() {
         let error = HarmonyConfig::from_env(&env(&[("ORDINAL", "x")])).expect_err("invalid");
         assert_eq!(error.variable, "ORDINAL");
@@ -440,5 +542,8 @@ mod tests {
         ]))
         .expect_err("invalid");
         assert_eq!(error.variable, "HARMONY_SETTING_MODEL_CACHE_BUDGET");
+        let error = HarmonyConfig::from_env(&env(&[("CAPACITY_RESERVATION_END", "next tuesday")]))
+            .expect_err("invalid");
+        assert_eq!(error.variable, "CAPACITY_RESERVATION_END");
     }
 }

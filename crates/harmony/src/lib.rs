@@ -16,6 +16,15 @@
 //! blocks. Errors use the project's single vocabulary ([`adaptive_api_types::ErrorCode`]) in
 //! OpenAI's error shape.
 //!
+//! # Draining
+//!
+//! Harmony drains when its shutdown future completes (SIGTERM in `adaptive harmony`): `/health`
+//! turns 503, new generations get 503 `unavailable`, the control plane is told `Draining` (so it
+//! routes nothing new here), in-flight requests get `drain_grace` to finish, then the replica
+//! deregisters and stops. A replica on capacity with a known end (`CAPACITY_RESERVATION_END`)
+//! does the same on its own `drain_lead` before that end, then stays up and unready until it is
+//! stopped, since exiting would only get the pod restarted on capacity that is about to go.
+//!
 //! # Running harmony in-process
 //!
 //! ```no_run
@@ -71,7 +80,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::{
-    ConfigError, EngineSettings, HarmonyConfig, ModelRegistrySettings, ReplicaIdentity, Secret,
+    CapacityReservation, ConfigError, EngineSettings, HarmonyConfig, ModelRegistrySettings,
+    ReplicaIdentity, Secret,
 };
 pub use error::HarmonyError;
 pub use model::{DefaultModelLoader, LoadedModel, ModelError, ModelLoader};
@@ -137,11 +147,16 @@ impl Harmony {
             config.engine.clone(),
             config.identity.group.clone(),
         ));
+        let mut metrics = metrics::Metrics::new();
+        if let Some(reservation) = &config.capacity_reservation {
+            metrics.register_capacity_reservation_end(reservation.end);
+        }
         let state = http::AppState {
             models,
-            metrics: Arc::new(metrics::Metrics::new()),
+            metrics: Arc::new(metrics),
             in_flight: TaskTracker::new(),
             draining: Arc::new(AtomicBool::new(false)),
+            capacity_reservation: config.capacity_reservation.clone().map(Arc::new),
         };
         tracing::info!(%local_addr, "harmony listening");
         Ok(RunningHarmony {
@@ -193,12 +208,16 @@ impl RunningHarmony {
             config,
             ..
         } = self;
-        let registration = config.control_plane_url.clone().map(|url| {
+        let mut registration = config.control_plane_url.clone().map(|url| {
             registration::Registration::spawn(
                 url,
                 config.identity.clone(),
                 config.registration_retry,
                 Arc::clone(&state.models),
+                config
+                    .capacity_reservation
+                    .as_ref()
+                    .map(|reservation| reservation.end_rfc3339.clone()),
             )
         });
         for request in config.preload_models.clone() {
@@ -219,26 +238,28 @@ impl RunningHarmony {
         let server = axum::serve(listener, http::router(state.clone()))
             .with_graceful_shutdown(stop_serving.clone().cancelled_owned());
         let mut server_task = tokio::spawn(async move { server.await });
+        let server_failed = |outcome: Result<std::io::Result<()>, tokio::task::JoinError>| {
+            outcome.unwrap_or_else(|error| Err(std::io::Error::other(error)))
+        };
+        tokio::pin!(shutdown);
         tokio::select! {
-            () = shutdown => {}
-            outcome = &mut server_task => {
-                return outcome.unwrap_or_else(|error| Err(std::io::Error::other(error)));
+            () = &mut shutdown => {}
+            () = capacity_reservation_drain_due(config.capacity_reservation.clone()) => {
+                drain(&state, registration.as_ref(), config.drain_grace).await;
+                if let Some(registration) = registration.take() {
+                    registration.deregister().await;
+                }
+                // Stay up and unready (`/health` answers 503) until stopped: exiting would only
+                // get the pod restarted onto capacity that is about to end.
+                tokio::select! {
+                    () = &mut shutdown => {}
+                    outcome = &mut server_task => return server_failed(outcome),
+                }
             }
+            outcome = &mut server_task => return server_failed(outcome),
         }
 
-        tracing::info!(grace = ?config.drain_grace, "draining: no new requests, finishing in-flight ones");
-        state.draining.store(true, Ordering::SeqCst);
-        if let Some(registration) = &registration {
-            registration.drain().await;
-        }
-        state.in_flight.close();
-        if tokio::time::timeout(config.drain_grace, state.in_flight.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("drain grace period over; aborting the remaining generations");
-            state.models.abort_all();
-        }
+        drain(&state, registration.as_ref(), config.drain_grace).await;
         stop_serving.cancel();
         if tokio::time::timeout(SERVER_CLOSE_TIMEOUT, server_task)
             .await
@@ -253,6 +274,56 @@ impl RunningHarmony {
         tracing::info!("harmony stopped");
         Ok(())
     }
+}
+
+/// Stops taking new requests, reports `Draining` to the control plane and waits up to `grace` for
+/// the in-flight ones (aborting what is left). Does nothing when already draining.
+async fn drain(
+    state: &http::AppState,
+    registration: Option<&registration::Registration>,
+    grace: Duration,
+) {
+    if state.draining.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    tracing::info!(
+        ?grace,
+        "draining: no new requests, finishing in-flight ones"
+    );
+    if let Some(registration) = registration {
+        registration.drain().await;
+    }
+    state.in_flight.close();
+    if tokio::time::timeout(grace, state.in_flight.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain grace period over; aborting the remaining generations");
+        state.models.abort_all();
+    }
+}
+
+/// Resolves when the drain ahead of the capacity reservation's end is due (at once when that
+/// time has passed); never without a reservation. Wakes at least every minute to re-read the
+/// wall clock, so a clock step after start does not make it late.
+async fn capacity_reservation_drain_due(reservation: Option<CapacityReservation>) {
+    const RECHECK: Duration = Duration::from_secs(60);
+    let Some(reservation) = reservation else {
+        return std::future::pending().await;
+    };
+    tracing::info!(
+        end = %reservation.end_rfc3339,
+        drain_lead = ?reservation.drain_lead,
+        "capacity reservation ends at a known time; draining ahead of it"
+    );
+    loop {
+        let wait = reservation.time_until_drain(std::time::SystemTime::now());
+        if wait.is_zero() {
+            break;
+        }
+        tokio::time::sleep(wait.min(RECHECK)).await;
+    }
+    tracing::warn!(end = %reservation.end_rfc3339, "capacity reservation ends soon; draining");
 }
 
 /// A clonable handle on a harmony instance (for the embedding process and tests).

@@ -204,6 +204,23 @@ impl Metrics {
             .inc();
     }
 
+    /// Exposes the end of the capacity reservation this replica runs on (unset otherwise, so
+    /// that a missing series means "no known end" rather than 1970).
+    pub fn register_capacity_reservation_end(&mut self, end: std::time::SystemTime) {
+        let gauge = Gauge::<i64>::default();
+        let unix_seconds = end
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| {
+                i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+            });
+        gauge.set(unix_seconds);
+        self.registry.register(
+            "harmony_capacity_reservation_end_timestamp_seconds",
+            "Unix time at which the capacity reservation (EC2 Capacity Block) of this replica ends",
+            gauge,
+        );
+    }
+
     pub fn encode(&self) -> String {
         let mut text = String::new();
         if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {

@@ -5,7 +5,16 @@
 //! `{CONTROL_PLANE_URL}/internal/harmony/register` at start and then every
 //! `heartbeat_interval_ms` from the reply (retrying on failure), load any `desired_models` this
 //! replica lacks, report `Draining` when asked, and POST `/internal/harmony/deregister` last.
+//!
+//! Which models the desired list may unload: only those this actor loaded *because* they were
+//! desired. Once such a model is missing from a reply (its deployment was removed or moved), it
+//! is deallocated; its in-flight requests end with "shutting down", as on `POST
+//! /models/dealloc`. Models loaded any other way (`HARMONY_PRELOAD_MODELS`, `--model`, `POST
+//! /models/spawn`, [`crate::HarmonyHandle::spawn_model`]) are never unloaded by the control
+//! plane's list, and neither is a desired model that was already loaded that way: whoever loaded
+//! it explicitly unloads it explicitly.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +47,7 @@ impl Registration {
         identity: ReplicaIdentity,
         retry: Duration,
         models: Arc<ModelRegistry>,
+        capacity_ends_at: Option<String>,
     ) -> Self {
         let (commands, receiver) = mpsc::channel(4);
         let actor = RegistrationActor {
@@ -50,6 +60,8 @@ impl Registration {
                 .build()
                 .unwrap_or_default(),
             status: ReplicaStatus::Online,
+            capacity_ends_at,
+            loaded_because_desired: HashSet::new(),
         };
         tokio::spawn(actor.run(receiver));
         Self { commands }
@@ -77,6 +89,11 @@ struct RegistrationActor {
     models: Arc<ModelRegistry>,
     client: reqwest::Client,
     status: ReplicaStatus,
+    /// `CAPACITY_RESERVATION_END`, reported as `capacity_ends_at`.
+    capacity_ends_at: Option<String>,
+    /// Keys this actor started loading because the control plane listed them (see the module
+    /// docs); the only models it unloads.
+    loaded_because_desired: HashSet<String>,
 }
 
 impl RegistrationActor {
@@ -87,6 +104,7 @@ impl RegistrationActor {
                 Ok(reply) => {
                     if self.status == ReplicaStatus::Online {
                         self.reconcile(&reply);
+                        self.unload_undesired(&reply);
                     }
                     Duration::from_millis(reply.heartbeat_interval_ms.max(100))
                 }
@@ -138,7 +156,7 @@ impl RegistrationActor {
             status: self.status,
             online_models: models.iter().map(|model| model.online_view()).collect(),
             load,
-            capacity_ends_at: None,
+            capacity_ends_at: self.capacity_ends_at.clone(),
         }
     }
 
@@ -157,12 +175,13 @@ impl RegistrationActor {
     }
 
     /// Starts loading the desired models this replica lacks (in the background, so heartbeats
-    /// keep going during a long load). Models not listed stay loaded: unloading is explicit.
-    fn reconcile(&self, reply: &RegisterReplicaResponse) {
+    /// keep going during a long load).
+    fn reconcile(&mut self, reply: &RegisterReplicaResponse) {
         for desired in &reply.desired_models {
             if self.models.is_loaded_or_loading(&desired.key) {
                 continue;
             }
+            self.loaded_because_desired.insert(desired.key.clone());
             let models = Arc::clone(&self.models);
             let request = SpawnModel {
                 key: desired.key.clone(),
@@ -177,6 +196,31 @@ impl RegistrationActor {
                 }
             });
         }
+    }
+
+    /// Deallocates the models loaded because they were desired that the reply no longer lists.
+    /// One still loading is kept track of and unloaded once it is online.
+    fn unload_undesired(&mut self, reply: &RegisterReplicaResponse) {
+        let desired: HashSet<&str> = reply
+            .desired_models
+            .iter()
+            .map(|model| model.key.as_str())
+            .collect();
+        let models = &self.models;
+        self.loaded_because_desired.retain(|key| {
+            if desired.contains(key.as_str()) {
+                return true;
+            }
+            if models.get(key).is_err() {
+                // Still loading: unload it at a later heartbeat. Failed or gone: forget it.
+                return models.is_loaded_or_loading(key);
+            }
+            tracing::info!(model = %key, "model no longer desired by the control plane; unloading");
+            if let Err(error) = models.dealloc(key) {
+                tracing::warn!(model = %key, %error, "cannot unload a model no longer desired");
+            }
+            false
+        });
     }
 
     async fn deregister(&self) {

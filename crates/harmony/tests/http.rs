@@ -10,7 +10,7 @@ use adaptive_api_types::harmony::{
     DeregisterReplica, DesiredModel, RegisterReplica, RegisterReplicaResponse, ReplicaStatus,
     SpawnModel,
 };
-use adaptive_harmony::{Harmony, HarmonyConfig, HarmonyHandle};
+use adaptive_harmony::{CapacityReservation, Harmony, HarmonyConfig, HarmonyHandle};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -566,86 +566,246 @@ struct ControlPlaneLog {
     deregistrations: Vec<DeregisterReplica>,
 }
 
+/// The control plane's internal registration API: records what the replica sends and answers
+/// with the desired models the test sets.
+struct FakeControlPlane {
+    url: String,
+    log: Arc<Mutex<ControlPlaneLog>>,
+    desired: Arc<Mutex<Vec<DesiredModel>>>,
+    /// Bumped on every registration and deregistration.
+    calls: tokio::sync::watch::Receiver<usize>,
+}
+
+impl FakeControlPlane {
+    async fn start(desired: Vec<DesiredModel>) -> Self {
+        use axum::routing::post;
+        let log = Arc::new(Mutex::new(ControlPlaneLog::default()));
+        let desired = Arc::new(Mutex::new(desired));
+        let (calls_tx, calls) = tokio::sync::watch::channel(0usize);
+        let calls_tx = Arc::new(calls_tx);
+        let router = axum::Router::new()
+            .route(
+                "/internal/harmony/register",
+                post({
+                    let (log, desired, calls_tx) = (
+                        Arc::clone(&log),
+                        Arc::clone(&desired),
+                        Arc::clone(&calls_tx),
+                    );
+                    move |axum::Json(body): axum::Json<RegisterReplica>| async move {
+                        log.lock().expect("lock").registrations.push(body);
+                        calls_tx.send_modify(|calls| *calls += 1);
+                        axum::Json(RegisterReplicaResponse {
+                            replica_id: "r-1".to_owned(),
+                            heartbeat_interval_ms: 100,
+                            ttl_ms: 1000,
+                            desired_models: desired.lock().expect("lock").clone(),
+                        })
+                    }
+                }),
+            )
+            .route(
+                "/internal/harmony/deregister",
+                post({
+                    let (log, calls_tx) = (Arc::clone(&log), Arc::clone(&calls_tx));
+                    move |axum::Json(body): axum::Json<DeregisterReplica>| async move {
+                        log.lock().expect("lock").deregistrations.push(body);
+                        calls_tx.send_modify(|calls| *calls += 1);
+                        "ok"
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Self {
+            url,
+            log,
+            desired,
+            calls,
+        }
+    }
+
+    fn config(&self) -> HarmonyConfig {
+        let mut config = HarmonyConfig::for_test();
+        config.control_plane_url = Some(self.url.clone());
+        config
+    }
+
+    fn set_desired(&self, desired: Vec<DesiredModel>) {
+        *self.desired.lock().expect("lock") = desired;
+    }
+
+    fn log(&self) -> std::sync::MutexGuard<'_, ControlPlaneLog> {
+        self.log.lock().expect("lock")
+    }
+
+    /// Waits until the calls received so far satisfy `predicate`.
+    async fn wait_for(&mut self, what: &str, predicate: impl Fn(&ControlPlaneLog) -> bool) {
+        let waited = tokio::time::timeout(Duration::from_secs(20), async {
+            while !predicate(&self.log()) {
+                if self.calls.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(waited.is_ok(), "timed out waiting for {what}");
+    }
+}
+
+fn desired_model(key: &str) -> DesiredModel {
+    DesiredModel {
+        key: key.to_owned(),
+        path: format!("fake://{key}"),
+        max_seq_len: None,
+        kv_cache_len: None,
+    }
+}
+
+fn last_online_models(log: &ControlPlaneLog) -> Vec<String> {
+    log.registrations
+        .last()
+        .map_or_else(Vec::new, |registration| {
+            let mut keys: Vec<String> = registration
+                .online_models
+                .iter()
+                .map(|model| model.key.clone())
+                .collect();
+            keys.sort();
+            keys
+        })
+}
+
 #[tokio::test]
 async fn registers_loads_desired_models_reports_draining_and_deregisters() {
-    use axum::routing::post;
-    let log = Arc::new(Mutex::new(ControlPlaneLog::default()));
-    let (registered, mut registered_rx) = tokio::sync::watch::channel(0usize);
-    let control_plane = axum::Router::new()
-        .route(
-            "/internal/harmony/register",
-            post({
-                let log = Arc::clone(&log);
-                move |axum::Json(body): axum::Json<RegisterReplica>| async move {
-                    let count = {
-                        let mut log = log.lock().expect("lock");
-                        log.registrations.push(body);
-                        log.registrations.len()
-                    };
-                    registered.send_replace(count);
-                    axum::Json(RegisterReplicaResponse {
-                        replica_id: "r-1".to_owned(),
-                        heartbeat_interval_ms: 100,
-                        ttl_ms: 1000,
-                        desired_models: vec![DesiredModel {
-                            key: MODEL.to_owned(),
-                            path: "fake://desired".to_owned(),
-                            max_seq_len: None,
-                            kv_cache_len: None,
-                        }],
-                    })
-                }
-            }),
-        )
-        .route(
-            "/internal/harmony/deregister",
-            post({
-                let log = Arc::clone(&log);
-                move |axum::Json(body): axum::Json<DeregisterReplica>| async move {
-                    log.lock().expect("lock").deregistrations.push(body);
-                    "ok"
-                }
-            }),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let control_plane_url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, control_plane).await });
-
-    let mut config = HarmonyConfig::for_test();
-    config.control_plane_url = Some(control_plane_url);
+    let mut control_plane = FakeControlPlane::start(vec![desired_model(MODEL)]).await;
+    let mut config = control_plane.config();
     config.identity.ordinal = 3;
     let harmony = TestHarmony::start_with(config, None).await;
-    // Wait for a heartbeat that reports the desired model online.
-    tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            let online = log
-                .lock()
-                .expect("lock")
-                .registrations
-                .last()
-                .is_some_and(|r| r.online_models.iter().any(|m| m.key == MODEL));
-            if online {
-                break;
-            }
-            if registered_rx.changed().await.is_err() {
-                break;
-            }
-        }
-    })
-    .await
-    .expect("the desired model was loaded and reported");
+    control_plane
+        .wait_for("a heartbeat reporting the desired model online", |log| {
+            last_online_models(log) == [MODEL]
+        })
+        .await;
     harmony.stop().await;
-    let log = log.lock().expect("lock");
+    let log = control_plane.log();
     assert_eq!(log.registrations[0].ordinal, 3);
     assert_eq!(log.registrations[0].status, ReplicaStatus::Online);
+    assert_eq!(log.registrations[0].capacity_ends_at, None);
     assert_eq!(
         log.registrations.last().map(|r| r.status),
         Some(ReplicaStatus::Draining)
     );
     assert_eq!(log.deregistrations.len(), 1);
     assert_eq!(log.deregistrations[0].partition_key, "test-partition");
+}
+
+#[tokio::test]
+async fn unloads_models_no_longer_desired_but_keeps_explicitly_loaded_ones() {
+    // "fake" is spawned explicitly and "preloaded" comes from the config; the control plane
+    // lists both as well as "desired", which only it asked for.
+    let mut control_plane = FakeControlPlane::start(vec![
+        desired_model("desired"),
+        desired_model(MODEL),
+        desired_model("preloaded"),
+    ])
+    .await;
+    let mut config = control_plane.config();
+    config.preload_models = vec![SpawnModel {
+        key: "preloaded".to_owned(),
+        path: "fake://preloaded".to_owned(),
+        max_seq_len: None,
+        kv_cache_len: None,
+    }];
+    let harmony = TestHarmony::start_with(config, Some(fake_model(None))).await;
+    control_plane
+        .wait_for("all three models online", |log| {
+            last_online_models(log) == ["desired", MODEL, "preloaded"]
+        })
+        .await;
+
+    control_plane.set_desired(Vec::new());
+    control_plane
+        .wait_for("the model only the control plane wanted unloaded", |log| {
+            last_online_models(log) == [MODEL, "preloaded"]
+        })
+        .await;
+    let (status, body) = harmony
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "desired", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _) = harmony
+        .post("/v1/chat/completions", &chat_body("still here", json!({})))
+        .await;
+    assert_eq!(status, 200);
+
+    // Listed again: loaded again.
+    control_plane.set_desired(vec![desired_model("desired")]);
+    control_plane
+        .wait_for("the desired model back", |log| {
+            last_online_models(log) == ["desired", MODEL, "preloaded"]
+        })
+        .await;
+    harmony.stop().await;
+}
+
+#[tokio::test]
+async fn drains_and_deregisters_ahead_of_the_capacity_reservation_end() {
+    // The block ends in 10 minutes and the replica drains 1 hour ahead: at once, with no clock
+    // to wait on (when the drain is due is unit-tested in `config`).
+    let end = (chrono::Utc::now() + chrono::Duration::minutes(10))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut control_plane = FakeControlPlane::start(Vec::new()).await;
+    let mut config = control_plane.config();
+    config.capacity_reservation =
+        Some(CapacityReservation::parse(&end, Duration::from_secs(3600)).expect("valid end"));
+    let harmony = TestHarmony::start_with(config, Some(fake_model(None))).await;
+    control_plane
+        .wait_for("deregistration", |log| !log.deregistrations.is_empty())
+        .await;
+    {
+        let log = control_plane.log();
+        assert!(log
+            .registrations
+            .iter()
+            .all(|r| r.capacity_ends_at.as_deref() == Some(end.as_str())));
+        assert_eq!(
+            log.registrations.last().map(|r| r.status),
+            Some(ReplicaStatus::Draining)
+        );
+    }
+    assert!(harmony.handle.is_draining());
+
+    // Still up, unready, and saying why.
+    let (status, health) = harmony.get_text("/health").await;
+    assert_eq!(status, 503);
+    let health: Value = serde_json::from_str(&health).expect("json");
+    assert_eq!(health["status"], "draining");
+    assert_eq!(health["capacity_reservation_end"], end.as_str());
+    assert!(health["drain_starts_at"].is_string(), "{health}");
+    let (_, metrics) = harmony.get_text("/metrics").await;
+    assert!(
+        metrics.contains("harmony_capacity_reservation_end_timestamp_seconds "),
+        "{metrics}"
+    );
+    let (status, body) = harmony
+        .post("/v1/chat/completions", &chat_body("too late", json!({})))
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(!harmony.server.is_finished(), "waits for the stop signal");
+
+    harmony.stop().await;
+    assert_eq!(
+        control_plane.log().deregistrations.len(),
+        1,
+        "deregistered once"
+    );
 }
 
 /// The real SmolLM2-135M-Instruct (Q4_1 GGUF) through the same HTTP surface. Skipped, with a

@@ -17,6 +17,7 @@ use axum::Router;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use tokio_util::task::TaskTracker;
 
+use crate::config::CapacityReservation;
 use crate::error::HarmonyError;
 use crate::metrics::Metrics;
 use crate::models::ModelRegistry;
@@ -30,6 +31,8 @@ pub struct AppState {
     /// Tracks in-flight generations so that a drain can wait for them.
     pub in_flight: TaskTracker,
     pub draining: Arc<AtomicBool>,
+    /// The end of the capacity this replica runs on, when known (shown by `/health`).
+    pub capacity_reservation: Option<Arc<CapacityReservation>>,
 }
 
 impl AppState {
