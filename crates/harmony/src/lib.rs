@@ -66,6 +66,7 @@ mod metrics;
 pub mod model;
 mod models;
 mod registration;
+mod tool_calls;
 mod validate;
 
 use std::future::Future;

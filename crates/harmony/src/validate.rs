@@ -27,6 +27,8 @@ pub struct ValidGenerateRequest {
     pub stop_strings: Vec<String>,
     /// The prompt text, for completions with `echo`.
     pub echo_text: Option<String>,
+    /// Whether tools were offered, so calls are parsed out of the reply.
+    pub parse_tool_calls: bool,
 }
 
 pub fn validate_chat(
@@ -69,10 +71,10 @@ pub fn validate_chat(
         }
         _ => None,
     };
-    let prompt_text =
-        model
-            .chat_template
-            .render(&request.messages, request.tools.as_ref(), true)?;
+    let tools = offered_tools(request)?;
+    let prompt_text = model
+        .chat_template
+        .render(&request.messages, tools.as_ref(), true)?;
     let prompt_tokens = model
         .tokenizer
         .encode(&prompt_text, !model.info.template_adds_bos)?;
@@ -91,7 +93,68 @@ pub fn validate_chat(
         prompt_tokens,
         params,
         echo_text: None,
+        parse_tool_calls: tools.is_some(),
     })
+}
+
+/// The tools the chat template gets: none for `tool_choice: "none"` or an empty list, only the
+/// named one for `tool_choice: {"type": "function", "function": {"name": ..}}`, else all.
+/// `"required"` is accepted like `"auto"`: nothing forces the model to call.
+fn offered_tools(
+    request: &ChatCompletionRequest,
+) -> Result<Option<serde_json::Value>, HarmonyError> {
+    let Some(tools) = &request.tools else {
+        return Ok(None);
+    };
+    let Some(list) = tools.as_array() else {
+        return Err(HarmonyError::invalid(
+            "tools",
+            "tools must be an array of function tools",
+        ));
+    };
+    let tool_name = |tool: &serde_json::Value| {
+        tool.pointer("/function/name")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    };
+    if list.iter().any(|tool| tool_name(tool).is_none()) {
+        return Err(HarmonyError::invalid(
+            "tools",
+            "every tool must be {\"type\": \"function\", \"function\": {\"name\": ..}}",
+        ));
+    }
+    match &request.tool_choice {
+        _ if list.is_empty() => Ok(None),
+        None => Ok(Some(tools.clone())),
+        Some(serde_json::Value::String(choice)) => match choice.as_str() {
+            "none" => Ok(None),
+            "auto" | "required" => Ok(Some(tools.clone())),
+            other => Err(HarmonyError::invalid(
+                "tool_choice",
+                format!("tool_choice must be none, auto, required or a function, not '{other}'"),
+            )),
+        },
+        Some(choice) => {
+            let wanted = choice
+                .pointer("/function/name")
+                .and_then(serde_json::Value::as_str)
+                .ok_or_else(|| {
+                    HarmonyError::invalid("tool_choice", "tool_choice names no function")
+                })?;
+            let named: Vec<serde_json::Value> = list
+                .iter()
+                .filter(|tool| tool_name(tool).as_deref() == Some(wanted))
+                .cloned()
+                .collect();
+            if named.is_empty() {
+                return Err(HarmonyError::invalid(
+                    "tool_choice",
+                    format!("tool_choice names '{wanted}', which is not among the tools"),
+                ));
+            }
+            Ok(Some(serde_json::Value::Array(named)))
+        }
+    }
 }
 
 pub fn validate_completion(
@@ -146,6 +209,7 @@ pub fn validate_completion(
         model,
         prompt_tokens,
         params,
+        parse_tool_calls: false,
     })
 }
 

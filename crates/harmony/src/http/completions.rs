@@ -8,7 +8,8 @@ use std::convert::Infallible;
 use adaptive_api_types::openai::{
     AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
     ChatCompletionRequest, ChatDelta, ChatLogprobs, Completion, CompletionChoice,
-    CompletionLogprobs, CompletionRequest, TokenLogprob, TopLogprob, Usage,
+    CompletionLogprobs, CompletionRequest, FunctionCall, TokenLogprob, ToolCall, ToolCallChunk,
+    TopLogprob, Usage,
 };
 use axum::extract::State;
 use axum::response::sse::{Event, Sse};
@@ -19,6 +20,7 @@ use super::error::ApiError;
 use super::json::AppJson;
 use super::AppState;
 use crate::generate::{TextEvent, TextStream, TokenLogprobText};
+use crate::tool_calls::{parse_tool_calls, ParsedToolCall, ToolCallFilter};
 use crate::validate::{validate_chat, validate_completion};
 
 pub async fn chat_completions(
@@ -28,8 +30,8 @@ pub async fn chat_completions(
     let in_flight = state.admit()?;
     let model = state.models.get(&request.model)?;
     let valid = validate_chat(model, &request)?;
+    let format = ChatFormat::new(&request.model, valid.parse_tool_calls);
     let stream = TextStream::start(valid, state.metrics.clone(), in_flight).await?;
-    let format = ChatFormat::new(&request.model);
     if request.stream {
         let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
         return Ok(sse_response(stream, format, include_usage));
@@ -64,8 +66,10 @@ trait WireFormat: Send + 'static {
     type Response: serde::Serialize;
     /// Events sent before any token (chat: the assistant role).
     fn opening(&self, stream: &TextStream) -> Vec<serde_json::Value>;
-    fn delta(&self, text: String, logprobs: &[TokenLogprobText]) -> serde_json::Value;
-    fn finish(&self, finish_reason: &str) -> serde_json::Value;
+    /// The chunk for newly generated text; None when there is nothing to send yet.
+    fn delta(&mut self, text: String, logprobs: &[TokenLogprobText]) -> Option<serde_json::Value>;
+    /// The chunks that end the choice (chat: held-back tool calls, then the finish reason).
+    fn finish(&mut self, finish_reason: &str) -> Vec<serde_json::Value>;
     fn usage(&self, usage: Usage) -> serde_json::Value;
     fn response(
         &self,
@@ -143,15 +147,17 @@ fn sse_events<F: WireFormat>(
             }
             match state.stream.next().await {
                 Some(Ok(TextEvent::Delta { text, logprobs })) => {
-                    let chunk = state.format.delta(text, &logprobs);
-                    state.pending.push_back(json_event(&chunk));
+                    if let Some(chunk) = state.format.delta(text, &logprobs) {
+                        state.pending.push_back(json_event(&chunk));
+                    }
                 }
                 Some(Ok(TextEvent::Finished {
                     finish_reason,
                     usage,
                 })) => {
-                    let chunk = state.format.finish(finish_reason.as_str());
-                    state.pending.push_back(json_event(&chunk));
+                    for chunk in state.format.finish(finish_reason.as_str()) {
+                        state.pending.push_back(json_event(&chunk));
+                    }
                     if state.include_usage {
                         state
                             .pending
@@ -183,15 +189,33 @@ struct ChatFormat {
     id: String,
     model: String,
     created: u64,
+    /// Set when tools were offered: holds back what may be a tool call while streaming.
+    tool_calls: Option<ToolCallFilter>,
 }
 
 impl ChatFormat {
-    fn new(model: &str) -> Self {
+    fn new(model: &str, parse_tool_calls: bool) -> Self {
         Self {
             id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
             model: model.to_owned(),
             created: unix_now(),
+            tool_calls: parse_tool_calls.then(ToolCallFilter::default),
         }
+    }
+
+    fn content_chunk(&self, text: String, logprobs: &[TokenLogprobText]) -> serde_json::Value {
+        self.chunk(
+            vec![ChatChunkChoice {
+                index: 0,
+                delta: ChatDelta {
+                    content: Some(text),
+                    ..ChatDelta::default()
+                },
+                finish_reason: None,
+                logprobs: chat_logprobs(logprobs),
+            }],
+            None,
+        )
     }
 
     fn chunk(&self, choices: Vec<ChatChunkChoice>, usage: Option<Usage>) -> serde_json::Value {
@@ -206,6 +230,20 @@ impl ChatFormat {
         };
         serde_json::to_value(chunk).unwrap_or_default()
     }
+}
+
+fn tool_call_views(calls: Vec<ParsedToolCall>) -> Vec<ToolCall> {
+    calls
+        .into_iter()
+        .map(|call| ToolCall {
+            id: format!("call_{}", uuid::Uuid::new_v4().simple()),
+            kind: "function".to_owned(),
+            function: FunctionCall {
+                name: call.name,
+                arguments: call.arguments,
+            },
+        })
+        .collect()
 }
 
 fn chat_logprobs(logprobs: &[TokenLogprobText]) -> Option<ChatLogprobs> {
@@ -245,6 +283,7 @@ impl WireFormat for ChatFormat {
                 delta: ChatDelta {
                     role: Some("assistant".to_owned()),
                     content: Some(String::new()),
+                    tool_calls: None,
                 },
                 finish_reason: None,
                 logprobs: None,
@@ -253,23 +292,52 @@ impl WireFormat for ChatFormat {
         )]
     }
 
-    fn delta(&self, text: String, logprobs: &[TokenLogprobText]) -> serde_json::Value {
-        self.chunk(
-            vec![ChatChunkChoice {
-                index: 0,
-                delta: ChatDelta {
-                    role: None,
-                    content: Some(text),
-                },
-                finish_reason: None,
-                logprobs: chat_logprobs(logprobs),
-            }],
-            None,
-        )
+    fn delta(&mut self, text: String, logprobs: &[TokenLogprobText]) -> Option<serde_json::Value> {
+        let content = match &mut self.tool_calls {
+            Some(filter) => filter.push(&text),
+            None => text,
+        };
+        if content.is_empty() && logprobs.is_empty() {
+            return None;
+        }
+        Some(self.content_chunk(content, logprobs))
     }
 
-    fn finish(&self, finish_reason: &str) -> serde_json::Value {
-        self.chunk(
+    fn finish(&mut self, finish_reason: &str) -> Vec<serde_json::Value> {
+        let mut chunks = Vec::new();
+        let mut finish_reason = finish_reason;
+        if let Some(filter) = &self.tool_calls {
+            match filter.finish() {
+                Some(reply) => {
+                    if let Some(content) = reply.content {
+                        chunks.push(self.content_chunk(content, &[]));
+                    }
+                    let calls = tool_call_views(reply.calls)
+                        .into_iter()
+                        .zip(0u32..)
+                        .map(|(call, index)| ToolCallChunk { index, call })
+                        .collect();
+                    chunks.push(self.chunk(
+                        vec![ChatChunkChoice {
+                            index: 0,
+                            delta: ChatDelta {
+                                tool_calls: Some(calls),
+                                ..ChatDelta::default()
+                            },
+                            finish_reason: None,
+                            logprobs: None,
+                        }],
+                        None,
+                    ));
+                    finish_reason = "tool_calls";
+                }
+                None if !filter.held_text().is_empty() => {
+                    chunks.push(self.content_chunk(filter.held_text().to_owned(), &[]));
+                }
+                None => {}
+            }
+        }
+        chunks.push(self.chunk(
             vec![ChatChunkChoice {
                 index: 0,
                 delta: ChatDelta::default(),
@@ -277,7 +345,8 @@ impl WireFormat for ChatFormat {
                 logprobs: None,
             }],
             None,
-        )
+        ));
+        chunks
     }
 
     fn usage(&self, usage: Usage) -> serde_json::Value {
@@ -291,6 +360,18 @@ impl WireFormat for ChatFormat {
         finish_reason: &str,
         usage: Usage,
     ) -> ChatCompletion {
+        let tool_call_reply = self
+            .tool_calls
+            .as_ref()
+            .and_then(|_| parse_tool_calls(&text));
+        let (content, tool_calls, finish_reason) = match tool_call_reply {
+            Some(reply) => (
+                reply.content,
+                Some(tool_call_views(reply.calls)),
+                "tool_calls",
+            ),
+            None => (Some(text), None, finish_reason),
+        };
         ChatCompletion {
             id: self.id.clone(),
             object: "chat.completion".to_owned(),
@@ -300,7 +381,8 @@ impl WireFormat for ChatFormat {
                 index: 0,
                 message: AssistantMessage {
                     role: "assistant".to_owned(),
-                    content: Some(text),
+                    content,
+                    tool_calls,
                 },
                 finish_reason: Some(finish_reason.to_owned()),
                 logprobs: chat_logprobs(&logprobs),
@@ -389,17 +471,16 @@ impl WireFormat for CompletionFormat {
         }
     }
 
-    fn delta(&self, text: String, logprobs: &[TokenLogprobText]) -> serde_json::Value {
-        serde_json::to_value(self.completion(vec![Self::choice(text, logprobs, None)], None))
-            .unwrap_or_default()
+    fn delta(&mut self, text: String, logprobs: &[TokenLogprobText]) -> Option<serde_json::Value> {
+        serde_json::to_value(self.completion(vec![Self::choice(text, logprobs, None)], None)).ok()
     }
 
-    fn finish(&self, finish_reason: &str) -> serde_json::Value {
-        serde_json::to_value(self.completion(
+    fn finish(&mut self, finish_reason: &str) -> Vec<serde_json::Value> {
+        vec![serde_json::to_value(self.completion(
             vec![Self::choice(String::new(), &[], Some(finish_reason))],
             None,
         ))
-        .unwrap_or_default()
+        .unwrap_or_default()]
     }
 
     fn usage(&self, usage: Usage) -> serde_json::Value {
@@ -417,5 +498,95 @@ impl WireFormat for CompletionFormat {
             vec![Self::choice(text, &logprobs, Some(finish_reason))],
             Some(usage),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage() -> Usage {
+        Usage {
+            prompt_tokens: 10,
+            completion_tokens: 20,
+            total_tokens: 30,
+            prompt_tokens_details: None,
+        }
+    }
+
+    const CALL_REPLY: [&str; 4] = [
+        "Checking.",
+        " <tool_",
+        "call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}",
+        "</tool_call>",
+    ];
+
+    #[test]
+    fn chat_reply_with_a_tool_call_has_tool_calls_and_finish_reason_tool_calls() {
+        let format = ChatFormat::new("m", true);
+        let response =
+            serde_json::to_value(format.response(CALL_REPLY.concat(), Vec::new(), "stop", usage()))
+                .expect("serializes");
+        let choice = &response["choices"][0];
+        assert_eq!(choice["finish_reason"], "tool_calls");
+        assert_eq!(choice["message"]["content"], "Checking.");
+        let call = &choice["message"]["tool_calls"][0];
+        assert_eq!(call["type"], "function");
+        assert!(call["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("call_")));
+        assert_eq!(call["function"]["name"], "get_weather");
+        assert_eq!(call["function"]["arguments"], r#"{"city":"Paris"}"#);
+
+        let without_tools = serde_json::to_value(ChatFormat::new("m", false).response(
+            CALL_REPLY.concat(),
+            Vec::new(),
+            "stop",
+            usage(),
+        ))
+        .expect("serializes");
+        assert_eq!(without_tools["choices"][0]["finish_reason"], "stop");
+        assert!(without_tools["choices"][0]["message"]
+            .get("tool_calls")
+            .is_none());
+    }
+
+    #[test]
+    fn streamed_tool_call_comes_as_one_delta_after_the_prose() {
+        let mut format = ChatFormat::new("m", true);
+        let mut chunks: Vec<serde_json::Value> = CALL_REPLY
+            .iter()
+            .filter_map(|piece| format.delta((*piece).to_owned(), &[]))
+            .collect();
+        chunks.extend(format.finish("stop"));
+        let content: String = chunks
+            .iter()
+            .filter_map(|chunk| chunk["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(content, "Checking. ");
+        let calls: Vec<&serde_json::Value> = chunks
+            .iter()
+            .filter(|chunk| chunk["choices"][0]["delta"].get("tool_calls").is_some())
+            .collect();
+        assert_eq!(calls.len(), 1);
+        let call = &calls[0]["choices"][0]["delta"]["tool_calls"][0];
+        assert_eq!(call["index"], 0);
+        assert_eq!(call["type"], "function");
+        assert_eq!(call["function"]["name"], "get_weather");
+        let last = chunks.last().expect("finish chunk");
+        assert_eq!(last["choices"][0]["finish_reason"], "tool_calls");
+
+        let mut prose = ChatFormat::new("m", true);
+        let mut prose_chunks: Vec<serde_json::Value> = ["{curly", " prose}"]
+            .iter()
+            .filter_map(|piece| prose.delta((*piece).to_owned(), &[]))
+            .collect();
+        assert!(prose_chunks.is_empty(), "held: it opens like JSON");
+        prose_chunks.extend(prose.finish("stop"));
+        assert_eq!(
+            prose_chunks[0]["choices"][0]["delta"]["content"],
+            "{curly prose}"
+        );
+        assert_eq!(prose_chunks[1]["choices"][0]["finish_reason"], "stop");
     }
 }
