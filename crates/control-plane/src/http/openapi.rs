@@ -10,6 +10,12 @@ pub const REST_ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/ready", "public"),
     ("get", "/api/openapi.json", "public"),
     ("post", "/api/graphql", "public"),
+    ("post", "/api/v1/chat/completions", "public"),
+    ("post", "/api/v1/completions", "public"),
+    ("get", "/api/v1/models", "public"),
+    ("get", "/api/v1/auth/login/{provider}", "public"),
+    ("get", "/api/v1/auth/login/{provider}/callback", "public"),
+    ("post", "/api/v1/auth/logout", "public"),
     ("post", "/api/v1/interactions", "public"),
     ("post", "/api/v1/comparison", "public"),
     ("post", "/api/v1/outcome", "public"),
@@ -40,10 +46,50 @@ pub fn document() -> Value {
                 "responses": {"200": {"description": "OpenAPI 3.1"}}
             }},
             "/api/graphql": {"post": {
-                "summary": "the management API (GraphQL); Authorization: Bearer <api key>",
+                "summary": "the management API (GraphQL); Authorization: Bearer <api key>, or the session cookie with X-CSRF-Token; without credentials only `meta` answers",
                 "security": [{"bearer": []}],
                 "requestBody": {"content": {"application/json": {"schema": {"type": "object", "required": ["query"], "properties": {"query": {"type": "string"}, "variables": {"type": "object"}, "operationName": {"type": "string"}}}}}},
                 "responses": {"200": {"description": "GraphQL response"}, "401": {"description": "missing or invalid API key", "content": {"application/json": {"schema": error}}}}
+            }},
+            "/api/v1/chat/completions": {"post": {
+                "summary": "OpenAI-compatible chat completions (also at /v1/chat/completions); `model` is \"project\" or \"project/model\"; SSE when `stream`; needs model:use on the project",
+                "security": [{"bearer": []}],
+                "requestBody": {"content": {"application/json": {"schema": {"type": "object", "required": ["model", "messages"]}}}},
+                "responses": {
+                    "200": {"description": "ChatResponse, or text/event-stream chunks ending with data: [DONE]"},
+                    "400": {"description": "bad parameters", "content": {"application/json": {"schema": error}}},
+                    "401": {"description": "missing or invalid credentials", "content": {"application/json": {"schema": error}}},
+                    "403": {"description": "no model:use on the project", "content": {"application/json": {"schema": error}}},
+                    "404": {"description": "unknown project or model", "content": {"application/json": {"schema": error}}},
+                    "429": {"description": "overloaded; see Retry-After", "content": {"application/json": {"schema": error}}},
+                    "503": {"description": "the model is not online", "content": {"application/json": {"schema": error}}}
+                }
+            }},
+            "/api/v1/completions": {"post": {
+                "summary": "OpenAI-compatible text completions (also at /v1/completions)",
+                "security": [{"bearer": []}],
+                "requestBody": {"content": {"application/json": {"schema": {"type": "object", "required": ["model", "prompt"]}}}},
+                "responses": {"200": {"description": "completion, or SSE chunks"}, "4XX": {"description": "as for chat completions", "content": {"application/json": {"schema": error}}}}
+            }},
+            "/api/v1/models": {"get": {
+                "summary": "the project/model names the caller may call (also at /v1/models)",
+                "security": [{"bearer": []}],
+                "responses": {"200": {"description": "{object: list, data: [{id, created, owned_by}]}"}}
+            }},
+            "/api/v1/auth/login/{provider}": {"get": {
+                "summary": "start an OIDC login with a configured provider: 303 to the provider, with the encrypted login cookie",
+                "parameters": [{"name": "provider", "in": "path", "required": true, "schema": {"type": "string"}},
+                               {"name": "return_to", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"303": {"description": "to the provider"}, "404": {"description": "unknown provider", "content": {"application/json": {"schema": error}}}}
+            }},
+            "/api/v1/auth/login/{provider}/callback": {"get": {
+                "summary": "the provider's redirect: verifies state, code (PKCE) and ID token (nonce, JWKS), then sets the session cookies",
+                "parameters": [{"name": "provider", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": {"303": {"description": "logged in; to return_to"}, "401": {"description": "the login failed", "content": {"application/json": {"schema": error}}}, "403": {"description": "not allowed to log in (sign-up, domain, unverified email)", "content": {"application/json": {"schema": error}}}}
+            }},
+            "/api/v1/auth/logout": {"post": {
+                "summary": "clear the session cookies",
+                "responses": {"204": {"description": "logged out"}}
             }},
             "/api/v1/interactions": {"post": {
                 "summary": "import a logged interaction with its feedback (also under /v1); needs model:use on the project, and metric:score with feedbacks",

@@ -113,6 +113,22 @@ fn every_rule_has_a_sample_call() {
     assert_eq!(rules, sampled, "rules and samples differ");
 }
 
+#[test]
+fn every_public_rest_route_has_a_rule() {
+    use adaptive_control_plane::auth::policy::REST_RULES;
+    use adaptive_control_plane::http::openapi::REST_ROUTES;
+    let public: BTreeSet<String> = REST_ROUTES
+        .iter()
+        .filter(|(_, _, port)| *port == "public")
+        .map(|(method, path, _)| format!("{} {path}", method.to_uppercase()))
+        .collect();
+    let ruled: BTreeSet<String> = REST_RULES
+        .iter()
+        .map(|rule| format!("{} {}", rule.method, rule.path))
+        .collect();
+    assert_eq!(public, ruled, "every public route has exactly one rule");
+}
+
 #[tokio::test]
 async fn every_root_field_has_a_rule() {
     let database = TestDatabase::create(Backend::Sqlite).await;
