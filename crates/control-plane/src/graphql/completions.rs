@@ -2,10 +2,11 @@
 //! `completion(project, id)`, and `addDirectScore(completionId, metricId, input)` (the SDK's
 //! `feedback.log_metric`).
 //!
-//! The SDK sends its filters as `advancedFilter: {and: [...]}`. Conjunctions of the conditions
-//! it builds (model, time range, session, completion id, label, prompt hash, source, created
-//! by) are translated into a [`CompletionFilter`]; `or`, `not`, score and text conditions
-//! answer `not_supported` with a message that says which.
+//! The SDK sends its filters as `advancedFilter: {and: [...]}`. The top-level fields of
+//! `ListCompletionsFilterInput` and the advanced filter expression (`and` / `or` / `not` over
+//! model, time range, session, completion id, label, score, prompt hash, source, created by,
+//! completion and prompt text) all map onto one store [`CompletionCondition`] tree. Only
+//! comparison conditions answer `not_supported`.
 
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, ID};
 
@@ -15,8 +16,9 @@ use super::{optional, store, viewer, GqlResult, OrGql};
 use crate::auth::Permission;
 use crate::error::ApiError;
 use crate::store::{
-    Comparison, Completion, CompletionFilter, CompletionGroupBy as StoreGroupBy, MetadataStore,
-    NewScore, PageRequest, Score, ScoreStats, ScoreValue,
+    Comparison, Completion, CompletionCondition, CompletionFilter,
+    CompletionGroupBy as StoreGroupBy, MetadataStore, NewScore, NumericComparison, PageRequest,
+    Score, ScoreStats, ScoreValue, TextField, TextPredicate,
 };
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
@@ -205,84 +207,198 @@ async fn model_ids(store: &MetadataStore, ids_or_keys: &[String]) -> GqlResult<V
     Ok(ids)
 }
 
-/// Fold one conjunct of the advanced filter into `filter`.
-async fn apply_expression(
+/// A score condition on a metric id or key. Like an unknown model, an unknown metric matches
+/// nothing rather than failing the query.
+async fn score_condition(
+    store: &MetadataStore,
+    metric: &str,
+    comparisons: Vec<(NumericComparison, f64)>,
+    reasons: &Option<Vec<String>>,
+) -> GqlResult<CompletionCondition> {
+    let metric_id = match store.find_metric(metric).await.gql()? {
+        Some(metric) => metric.id,
+        None => String::new(),
+    };
+    Ok(CompletionCondition::Score {
+        metric_id,
+        comparisons,
+        reasons: reasons.clone().unwrap_or_default(),
+    })
+}
+
+/// The set bounds of a numeric condition, in a fixed order.
+fn numeric_comparisons(
+    bounds: [(NumericComparison, Option<f64>); 6],
+) -> Vec<(NumericComparison, f64)> {
+    bounds
+        .into_iter()
+        .filter_map(|(comparison, value)| Some((comparison, value?)))
+        .collect()
+}
+
+fn float_comparisons(condition: &FloatNumericCondition) -> Vec<(NumericComparison, f64)> {
+    numeric_comparisons([
+        (NumericComparison::Eq, condition.eq),
+        (NumericComparison::Neq, condition.neq),
+        (NumericComparison::Gt, condition.gt),
+        (NumericComparison::Gte, condition.gte),
+        (NumericComparison::Lt, condition.lt),
+        (NumericComparison::Lte, condition.lte),
+    ])
+}
+
+/// `eq` / `in` / `neq` of a string condition as conditions built by `matches_one_of`; all must
+/// hold.
+fn string_conditions(
+    eq: &Option<String>,
+    in_: &Option<Vec<String>>,
+    neq: &Option<String>,
+    matches_one_of: impl Fn(Vec<String>) -> CompletionCondition,
+) -> Vec<CompletionCondition> {
+    let mut conditions = Vec::new();
+    if let Some(value) = eq {
+        conditions.push(matches_one_of(vec![value.clone()]));
+    }
+    if let Some(values) = in_ {
+        conditions.push(matches_one_of(values.clone()));
+    }
+    if let Some(value) = neq {
+        conditions.push(CompletionCondition::Not(Box::new(matches_one_of(vec![
+            value.clone(),
+        ]))));
+    }
+    conditions
+}
+
+fn text_conditions(field: TextField, condition: &TextCondition) -> Vec<CompletionCondition> {
+    let equals = condition
+        .eq
+        .iter()
+        .map(|text| TextPredicate::Equals(text.clone()));
+    let contains = condition
+        .contains
+        .iter()
+        .map(|text| TextPredicate::Contains(text.clone()));
+    equals
+        .chain(contains)
+        .map(|predicate| CompletionCondition::Text { field, predicate })
+        .collect()
+}
+
+/// A label condition: no value condition means "has the label"; `neq` means "has the label
+/// with another value".
+fn label_conditions(label: &LabelCondition) -> Vec<CompletionCondition> {
+    let present = CompletionCondition::LabelPresent {
+        key: label.key.clone(),
+    };
+    let Some(value) = &label.value else {
+        return vec![present];
+    };
+    let with_values = |values: Vec<String>| CompletionCondition::Label {
+        key: label.key.clone(),
+        values,
+    };
+    let mut conditions = string_conditions(&value.eq, &value.in_, &None, with_values);
+    if let Some(excluded) = &value.neq {
+        conditions.push(present.clone());
+        conditions.push(CompletionCondition::Not(Box::new(with_values(vec![
+            excluded.clone(),
+        ]))));
+    }
+    if conditions.is_empty() {
+        conditions.push(present);
+    }
+    conditions
+}
+
+/// The condition of one advanced filter expression: every field it sets must hold.
+async fn expression_condition(
     store: &MetadataStore,
     expression: &CompletionFilterExpression,
-    filter: &mut CompletionFilter,
-) -> GqlResult<()> {
+) -> GqlResult<CompletionCondition> {
+    let mut conditions = Vec::new();
     if let Some(conjuncts) = &expression.and {
+        let mut all = Vec::with_capacity(conjuncts.len());
         for conjunct in conjuncts {
-            Box::pin(apply_expression(store, conjunct, filter)).await?;
+            all.push(Box::pin(expression_condition(store, conjunct)).await?);
         }
+        conditions.push(CompletionCondition::All(all));
     }
-    if expression.or.is_some() {
-        return Err(not_supported("'or'"));
+    if let Some(disjuncts) = &expression.or {
+        let mut any = Vec::with_capacity(disjuncts.len());
+        for disjunct in disjuncts {
+            any.push(Box::pin(expression_condition(store, disjunct)).await?);
+        }
+        conditions.push(CompletionCondition::Any(any));
     }
-    if expression.not.is_some() {
-        return Err(not_supported("'not'"));
-    }
-    if expression.scores.is_some() {
-        return Err(not_supported("score conditions"));
-    }
-    if expression.completion.is_some() || expression.prompt.is_some() {
-        return Err(not_supported("text conditions"));
+    if let Some(negated) = &expression.not {
+        let inner = Box::pin(expression_condition(store, negated)).await?;
+        conditions.push(CompletionCondition::Not(Box::new(inner)));
     }
     if let Some(range) = &expression.timerange {
-        filter.from_ms = Some(range.from.0);
-        filter.to_ms = Some(range.to.0);
+        conditions.push(CompletionCondition::CreatedAt {
+            from_ms: Some(range.from.0),
+            to_ms: Some(range.to.0),
+        });
     }
     if let Some(model) = &expression.model {
-        if model.neq.is_some() {
-            return Err(not_supported("model 'neq'"));
+        let mut wanted = model.in_.clone().unwrap_or_default();
+        wanted.extend(model.eq.clone());
+        if model.eq.is_some() || model.in_.is_some() {
+            conditions.push(CompletionCondition::Model(model_ids(store, &wanted).await?));
         }
-        let wanted: Vec<String> = model
-            .eq
-            .iter()
-            .cloned()
-            .chain(model.in_.iter().flatten().cloned())
-            .collect();
-        filter.model_ids.extend(model_ids(store, &wanted).await?);
+        if let Some(excluded) = &model.neq {
+            let excluded_ids = model_ids(store, std::slice::from_ref(excluded)).await?;
+            conditions.push(CompletionCondition::Not(Box::new(
+                CompletionCondition::Model(excluded_ids),
+            )));
+        }
     }
     if let Some(label) = &expression.label {
-        let values = match &label.value {
-            None => Vec::new(),
-            Some(condition) => {
-                if condition.neq.is_some() {
-                    return Err(not_supported("label 'neq'"));
-                }
-                condition
-                    .eq
-                    .iter()
-                    .cloned()
-                    .chain(condition.in_.iter().flatten().cloned())
-                    .collect()
-            }
-        };
-        filter.labels.push((label.key.clone(), values));
+        conditions.extend(label_conditions(label));
+    }
+    if let Some(score) = &expression.scores {
+        let comparisons = score
+            .value
+            .as_ref()
+            .map(float_comparisons)
+            .unwrap_or_default();
+        conditions.push(score_condition(store, &score.metric, comparisons, &score.reasons).await?);
     }
     if let Some(source) = expression.source {
-        filter.sources.push(source.as_str().to_owned());
+        conditions.push(CompletionCondition::Source(vec![source
+            .as_str()
+            .to_owned()]));
     }
     if let Some(prompt_hash) = &expression.prompt_hash {
-        let Some(hash) = &prompt_hash.eq else {
-            return Err(not_supported("prompt hash conditions other than 'eq'"));
-        };
-        filter.prompt_hash = Some(hash.clone());
+        conditions.extend(string_conditions(
+            &prompt_hash.eq,
+            &prompt_hash.in_,
+            &prompt_hash.neq,
+            CompletionCondition::PromptHash,
+        ));
     }
     if let Some(session_id) = &expression.session_id {
-        filter.session_id = Some(session_id.clone());
+        conditions.push(CompletionCondition::SessionId(session_id.clone()));
     }
     if let Some(created_by) = &expression.created_by {
-        let Some(user) = &created_by.eq else {
-            return Err(not_supported("created-by conditions other than 'eq'"));
-        };
-        filter.created_by = Some(user.clone());
+        conditions.extend(string_conditions(
+            &created_by.eq,
+            &created_by.in_,
+            &created_by.neq,
+            CompletionCondition::CreatedBy,
+        ));
     }
     if let Some(completion_id) = &expression.completion_id {
-        filter.completion_id = Some(completion_id.clone());
+        conditions.push(CompletionCondition::CompletionId(completion_id.clone()));
     }
-    Ok(())
+    if let Some(completion) = &expression.completion {
+        conditions.extend(text_conditions(TextField::Completion, completion));
+    }
+    if let Some(prompt) = &expression.prompt {
+        conditions.extend(text_conditions(TextField::Prompt, prompt));
+    }
+    Ok(CompletionCondition::All(conditions))
 }
 
 async fn to_store_filter(
@@ -290,48 +406,79 @@ async fn to_store_filter(
     input: &ListCompletionsFilterInput,
 ) -> GqlResult<CompletionFilter> {
     let project = store.get_project(&input.project).await.gql()?;
-    if input
-        .scores
-        .as_ref()
-        .is_some_and(|scores| !scores.is_empty())
-    {
-        return Err(not_supported("score conditions"));
-    }
     if input.comparisons.as_ref().is_some_and(|c| !c.is_empty()) {
         return Err(not_supported("comparison conditions"));
     }
-    if input.completion.is_some() || input.prompt.is_some() {
-        return Err(not_supported("text conditions"));
-    }
-    let mut filter = CompletionFilter {
-        project_id: project.id,
-        session_id: input.session_id.clone(),
-        created_by: input.created_by.clone(),
-        completion_id: input.completion_id.clone(),
-        prompt_hash: input.prompt_hash.clone(),
-        from_ms: input.timerange.as_ref().map(|range| range.from.0),
-        to_ms: input.timerange.as_ref().map(|range| range.to.0),
-        sources: input
-            .source
-            .iter()
-            .flatten()
-            .map(|source| source.as_str().to_owned())
-            .collect(),
-        labels: input
-            .labels
-            .iter()
-            .flatten()
-            .map(|label| (label.key.clone(), label.value.clone().unwrap_or_default()))
-            .collect(),
-        model_ids: Vec::new(),
-    };
+    let mut conditions = Vec::new();
     if let Some(models) = &input.models {
-        filter.model_ids = model_ids(store, models).await?;
+        conditions.push(CompletionCondition::Model(model_ids(store, models).await?));
+    }
+    if let Some(range) = &input.timerange {
+        conditions.push(CompletionCondition::CreatedAt {
+            from_ms: Some(range.from.0),
+            to_ms: Some(range.to.0),
+        });
+    }
+    if let Some(session_id) = &input.session_id {
+        conditions.push(CompletionCondition::SessionId(session_id.clone()));
+    }
+    if let Some(created_by) = &input.created_by {
+        conditions.push(CompletionCondition::CreatedBy(vec![created_by.clone()]));
+    }
+    for score in input.scores.iter().flatten() {
+        let comparisons = numeric_comparisons([
+            (NumericComparison::Eq, score.eq),
+            (NumericComparison::Neq, score.neq),
+            (NumericComparison::Gt, score.gt),
+            (NumericComparison::Gte, score.gte),
+            (NumericComparison::Lt, score.lt),
+            (NumericComparison::Lte, score.lte),
+        ]);
+        conditions.push(score_condition(store, &score.metric, comparisons, &score.reasons).await?);
+    }
+    for label in input.labels.iter().flatten() {
+        conditions.push(match &label.value {
+            None => CompletionCondition::LabelPresent {
+                key: label.key.clone(),
+            },
+            Some(values) => CompletionCondition::Label {
+                key: label.key.clone(),
+                values: values.clone(),
+            },
+        });
+    }
+    if let Some(prompt_hash) = &input.prompt_hash {
+        conditions.push(CompletionCondition::PromptHash(vec![prompt_hash.clone()]));
+    }
+    if let Some(completion_id) = &input.completion_id {
+        conditions.push(CompletionCondition::CompletionId(completion_id.clone()));
+    }
+    if let Some(sources) = &input.source {
+        let sources = sources
+            .iter()
+            .map(|source| source.as_str().to_owned())
+            .collect();
+        conditions.push(CompletionCondition::Source(sources));
+    }
+    if let Some(completion) = &input.completion {
+        conditions.push(CompletionCondition::Text {
+            field: TextField::Completion,
+            predicate: TextPredicate::Contains(completion.clone()),
+        });
+    }
+    if let Some(prompt) = &input.prompt {
+        conditions.push(CompletionCondition::Text {
+            field: TextField::Prompt,
+            predicate: TextPredicate::Contains(prompt.clone()),
+        });
     }
     if let Some(expression) = &input.advanced_filter {
-        apply_expression(store, expression, &mut filter).await?;
+        conditions.push(expression_condition(store, expression).await?);
     }
-    Ok(filter)
+    Ok(CompletionFilter {
+        project_id: project.id,
+        condition: CompletionCondition::All(conditions),
+    })
 }
 
 fn to_page(page: &CursorPageInput) -> GqlResult<PageRequest> {

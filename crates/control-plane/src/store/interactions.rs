@@ -4,15 +4,12 @@
 //! Pagination is by offset, carried in an opaque cursor (`o:<offset>`): simple, stable under
 //! appends when ordered by `created_at, id`, and enough for the SDK's Relay-style pages.
 
-use sha2::{Digest, Sha256};
-use sqlx::any::AnyArguments;
-use sqlx::query::Query;
-use sqlx::Any;
-
+use super::completion_filter::{CompletionCondition, CompletionFilter, Dialect, WhereClause};
 use super::feedback::ScoreValue;
 use super::{
     new_id, now_ms, ChatMessage, Completion, Label, MetadataStore, Metric, Score, StoreError,
 };
+use sha2::{Digest, Sha256};
 
 /// One interaction as the gateway records it. `id` is the completion id the client saw; it is
 /// the idempotency key of [`MetadataStore::insert_interactions`].
@@ -47,22 +44,6 @@ pub struct NewScore {
     pub created_by: Option<String>,
     /// When the score was given, if the client says; else now.
     pub created_at: Option<i64>,
-}
-
-/// Filters of the completion list; every set field must match.
-#[derive(Debug, Clone, Default)]
-pub struct CompletionFilter {
-    pub project_id: String,
-    pub model_ids: Vec<String>,
-    pub session_id: Option<String>,
-    pub created_by: Option<String>,
-    pub sources: Vec<String>,
-    pub from_ms: Option<i64>,
-    pub to_ms: Option<i64>,
-    pub completion_id: Option<String>,
-    pub prompt_hash: Option<String>,
-    /// `(key, allowed values)`; no values means "has the label".
-    pub labels: Vec<(String, Vec<String>)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,122 +155,6 @@ pub(crate) async fn insert_score_row(
     Ok(())
 }
 
-enum Arg {
-    Text(String),
-    Int(i64),
-}
-
-/// WHERE clauses with their arguments, numbered `$1..` in order.
-#[derive(Default)]
-struct Conditions {
-    clauses: Vec<String>,
-    args: Vec<Arg>,
-}
-
-impl Conditions {
-    fn placeholder(&mut self, arg: Arg) -> String {
-        self.args.push(arg);
-        format!("${}", self.args.len())
-    }
-
-    fn push_text(&mut self, template: &str, value: &str) {
-        let placeholder = self.placeholder(Arg::Text(value.to_owned()));
-        self.clauses.push(template.replace('?', &placeholder));
-    }
-
-    fn push_int(&mut self, template: &str, value: i64) {
-        let placeholder = self.placeholder(Arg::Int(value));
-        self.clauses.push(template.replace('?', &placeholder));
-    }
-
-    fn push_in(&mut self, column: &str, values: &[String]) {
-        let placeholders: Vec<String> = values
-            .iter()
-            .map(|value| self.placeholder(Arg::Text(value.clone())))
-            .collect();
-        self.clauses
-            .push(format!("{column} IN ({})", placeholders.join(", ")));
-    }
-
-    fn sql(&self) -> String {
-        if self.clauses.is_empty() {
-            return String::new();
-        }
-        format!("WHERE {}", self.clauses.join(" AND "))
-    }
-
-    fn bind<'q>(
-        &'q self,
-        mut query: Query<'q, Any, AnyArguments<'q>>,
-    ) -> Query<'q, Any, AnyArguments<'q>> {
-        for arg in &self.args {
-            query = match arg {
-                Arg::Text(text) => query.bind(text.as_str()),
-                Arg::Int(number) => query.bind(*number),
-            };
-        }
-        query
-    }
-}
-
-fn conditions_for(filter: &CompletionFilter) -> Conditions {
-    let mut conditions = Conditions::default();
-    conditions.push_text("c.project_id = ?", &filter.project_id);
-    if !filter.model_ids.is_empty() {
-        conditions.push_in("c.model_id", &filter.model_ids);
-    }
-    if let Some(session_id) = &filter.session_id {
-        conditions.push_text("c.session_id = ?", session_id);
-    }
-    if let Some(created_by) = &filter.created_by {
-        conditions.push_text("c.created_by = ?", created_by);
-    }
-    if !filter.sources.is_empty() {
-        conditions.push_in("c.source", &filter.sources);
-    }
-    if let Some(from_ms) = filter.from_ms {
-        conditions.push_int("c.created_at >= ?", from_ms);
-    }
-    if let Some(to_ms) = filter.to_ms {
-        conditions.push_int("c.created_at <= ?", to_ms);
-    }
-    if let Some(completion_id) = &filter.completion_id {
-        conditions.push_text("c.id = ?", completion_id);
-    }
-    if let Some(prompt_hash) = &filter.prompt_hash {
-        conditions.push_text("c.prompt_hash = ?", prompt_hash);
-    }
-    for (key, values) in &filter.labels {
-        // Labels are JSON text; match the serialized pair, which serde writes canonically.
-        if values.is_empty() {
-            let pattern = format!(
-                "%{}%",
-                serde_json::json!({ "key": key })
-                    .to_string()
-                    .trim_end_matches('}')
-            );
-            conditions.push_text("c.labels LIKE ?", &pattern);
-            continue;
-        }
-        let alternatives: Vec<String> = values
-            .iter()
-            .map(|value| {
-                let pair = serde_json::to_string(&Label {
-                    key: key.clone(),
-                    value: value.clone(),
-                })
-                .unwrap_or_default();
-                let placeholder = conditions.placeholder(Arg::Text(format!("%{pair}%")));
-                format!("c.labels LIKE {placeholder}")
-            })
-            .collect();
-        conditions
-            .clauses
-            .push(format!("({})", alternatives.join(" OR ")));
-    }
-    conditions
-}
-
 const COMPLETION_COLUMNS: &str =
     "c.id, c.project_id, c.model_service_id, c.model_id, c.prompt_hash, \
      c.chat_messages, c.completion, c.source, c.session_id, c.created_by, c.labels, c.metadata, \
@@ -326,6 +191,10 @@ impl PageRequest {
 }
 
 impl MetadataStore {
+    fn where_clause(&self, filter: &CompletionFilter) -> WhereClause {
+        WhereClause::compile(filter, Dialect::from_backend_name(self.backend_name()))
+    }
+
     /// Insert a batch of interactions in one transaction. A completion id that is already
     /// stored is skipped, so a retried batch is recorded exactly once. Returns the number of
     /// new rows.
@@ -393,7 +262,7 @@ impl MetadataStore {
         ascending: bool,
     ) -> Result<CompletionPage, StoreError> {
         let (limit, offset) = page.resolve()?;
-        let conditions = conditions_for(filter);
+        let conditions = self.where_clause(filter);
         let where_sql = conditions.sql();
         let count_sql = format!("SELECT COUNT(*) AS n FROM completions c {where_sql}");
         let count_row = conditions
@@ -431,7 +300,7 @@ impl MetadataStore {
         page: &PageRequest,
     ) -> Result<(Vec<CompletionGroup>, i64, bool, Option<String>), StoreError> {
         let (limit, offset) = page.resolve()?;
-        let conditions = conditions_for(filter);
+        let conditions = self.where_clause(filter);
         let where_sql = conditions.sql();
         let group_expression = match group_by {
             CompletionGroupBy::Model => "COALESCE(m.key, '')",
@@ -476,18 +345,19 @@ impl MetadataStore {
         group_by: CompletionGroupBy,
         group_key: &str,
     ) -> Result<CompletionFilter, StoreError> {
-        let mut narrowed = filter.clone();
-        match group_by {
-            CompletionGroupBy::Prompt => narrowed.prompt_hash = Some(group_key.to_owned()),
+        let group_condition = match group_by {
+            CompletionGroupBy::Prompt => {
+                CompletionCondition::PromptHash(vec![group_key.to_owned()])
+            }
             CompletionGroupBy::Model => {
                 let model_id = match self.find_model(group_key).await? {
                     Some(model) => model.id,
                     None => String::new(),
                 };
-                narrowed.model_ids = vec![model_id];
+                CompletionCondition::Model(vec![model_id])
             }
-        }
-        Ok(narrowed)
+        };
+        Ok(filter.and(group_condition))
     }
 
     /// Direct-score statistics per metric over the completions a filter selects.
@@ -495,7 +365,7 @@ impl MetadataStore {
         &self,
         filter: &CompletionFilter,
     ) -> Result<Vec<ScoreStats>, StoreError> {
-        let conditions = conditions_for(filter);
+        let conditions = self.where_clause(filter);
         let where_sql = conditions.sql();
         let sql = format!(
             "SELECT s.metric_id, COUNT(*) AS n, SUM(s.value) AS total, SUM(s.value * s.value) AS squares, \

@@ -32,6 +32,7 @@
 //! The feedback API imports interactions with their scores, and records comparisons and
 //! session outcomes ([`feedback`]).
 
+mod completion_filter;
 mod compute;
 mod connect;
 mod deployments;
@@ -46,14 +47,17 @@ mod users;
 use adaptive_api_types::ErrorCode;
 use sqlx::AnyPool;
 
+pub use completion_filter::{
+    CompletionCondition, CompletionFilter, NumericComparison, TextField, TextPredicate,
+};
 pub use connect::{DatabaseTarget, StoreOptions};
 pub use deployments::{DeployRequest, ModelServiceUpdate};
 pub use feedback::{
     ComparedCompletion, Comparison, NewComparison, NewOutcome, Outcome, ScoreValue,
 };
 pub use interactions::{
-    decode_cursor, encode_cursor, prompt_hash, CompletionFilter, CompletionGroup,
-    CompletionGroupBy, CompletionPage, NewInteraction, NewScore, PageRequest, ScoreStats,
+    decode_cursor, encode_cursor, prompt_hash, CompletionGroup, CompletionGroupBy, CompletionPage,
+    NewInteraction, NewScore, PageRequest, ScoreStats,
 };
 pub use metrics::NewMetric;
 pub use models::{ComputeConfigUpdate, NewModel};

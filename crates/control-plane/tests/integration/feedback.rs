@@ -44,6 +44,28 @@ async fn completion(server: &TestServer, id: &str) -> Value {
     ok(&body)["completion"].clone()
 }
 
+/// The ids of the completions of project `fb` that a `ListCompletionsFilterInput` selects,
+/// sorted.
+async fn filtered_completion_ids(server: &TestServer, mut filter: Value) -> Vec<String> {
+    filter["project"] = json!("fb");
+    let body = server
+        .graphql(
+            "query($filter: ListCompletionsFilterInput!) { completions(filter: $filter, page: {first: 10}) { totalCount nodes { id } } }",
+            json!({"filter": filter}),
+        )
+        .await;
+    let completions = &ok(&body)["completions"];
+    let mut ids: Vec<String> = completions["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|node| node["id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(completions["totalCount"], json!(ids.len()), "{body}");
+    ids.sort();
+    ids
+}
+
 async fn setup(server: &TestServer) {
     for (project, metrics) in [
         ("fb", &[("quality", "SCALAR"), ("thumbs", "BOOL")][..]),
@@ -238,6 +260,61 @@ async fn feedback_round_trip(backend: Backend) {
     assert_eq!(error_code(&unknown), "not_found");
     let second = completion(&server, &second_id).await;
     assert_eq!(second["directScores"].as_array().map(Vec::len), Some(2));
+
+    // Completion filters through GraphQL: or / not / neq / score / text conditions.
+    let first_only = vec![first_id.clone()];
+    let second_only = vec![second_id.clone()];
+    let mut both = vec![first_id.clone(), second_id.clone()];
+    both.sort();
+    for (filter, expected) in [
+        (
+            json!({"advancedFilter": {"and": [{"scores": {"metric": "quality", "value": {"gt": 0}}}]}}),
+            &first_only,
+        ),
+        (
+            json!({"scores": [{"metric": "quality", "lt": 0, "gte": -2.5}]}),
+            &second_only,
+        ),
+        (
+            json!({"advancedFilter": {"or": [{"completion": {"contains": "LYON"}}, {"label": {"key": "env", "value": {"eq": "test"}}}]}}),
+            &both,
+        ),
+        (
+            json!({"advancedFilter": {"not": {"model": {"eq": "fb-model"}}}}),
+            &second_only,
+        ),
+        (
+            json!({"advancedFilter": {"model": {"neq": "fb-model"}}}),
+            &second_only,
+        ),
+        (
+            json!({"advancedFilter": {"label": {"key": "env", "value": {"neq": "prod"}}}}),
+            &first_only,
+        ),
+        (
+            json!({"advancedFilter": {"prompt": {"contains": "france"}}}),
+            &both,
+        ),
+        (
+            json!({"advancedFilter": {"and": [{"prompt": {"contains": "BRIEF"}}, {"scores": {"metric": "thumbs", "value": {"eq": 1}}}]}}),
+            &first_only,
+        ),
+        (
+            json!({"advancedFilter": {"completion": {"eq": "Paris"}}}),
+            &first_only,
+        ),
+        (json!({"prompt": "capital"}), &both),
+        (
+            json!({"advancedFilter": {"scores": {"metric": "no-such-metric"}}}),
+            &Vec::new(),
+        ),
+    ] {
+        assert_eq!(
+            &filtered_completion_ids(&server, filter.clone()).await,
+            expected,
+            "{filter}"
+        );
+    }
     assert_eq!(second["directScores"][0]["details"], "wrong city");
 
     // Comparisons: stored completions, and texts recorded with the comparison.
