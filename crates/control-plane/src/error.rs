@@ -20,6 +20,8 @@ pub enum ApiError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     ModelStorage(#[from] crate::model_storage::ModelStorageError),
+    #[error(transparent)]
+    Upload(#[from] crate::uploads::UploadError),
     #[error("{0}")]
     InvalidRequest(String),
     #[error("{0}")]
@@ -44,6 +46,7 @@ impl ApiError {
             ApiError::Store(error) => error.error_code(),
             ApiError::Registry(error) => error.error_code(),
             ApiError::ModelStorage(error) => error.error_code(),
+            ApiError::Upload(error) => error.error_code(),
             ApiError::InvalidRequest(_) => ErrorCode::InvalidRequest,
             ApiError::Unauthenticated(_) | ApiError::LoginFailed(_) => ErrorCode::Unauthenticated,
             ApiError::Forbidden(_) => ErrorCode::PermissionDenied,

@@ -43,6 +43,7 @@
 //! - [`registry`]: harmony replicas (in-process or Redis).
 //! - [`http`], [`graphql`], [`auth`]: the API surfaces.
 //! - [`bootstrap`]: first-start steps.
+//! - [`uploads`]: chunked uploads (sessions in the store, parts in the model registry root).
 
 pub mod auth;
 pub mod bootstrap;
@@ -55,6 +56,7 @@ pub mod model_storage;
 pub mod registry;
 pub mod store;
 mod ttl_cache;
+pub mod uploads;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -176,7 +178,7 @@ impl ControlPlane {
         let schema = graphql::build_schema(graphql::SchemaParts {
             store: store.clone(),
             registry: registry.clone(),
-            model_storage,
+            model_storage: model_storage.clone(),
             authenticator: authenticator.clone(),
             oidc: oidc.clone(),
             auth_config: Arc::new(config.auth.clone()),
@@ -197,6 +199,7 @@ impl ControlPlane {
             gateway_metrics.unwrap_or_else(adaptive_gateway::GatewayMetrics::unregistered),
         )
         .expect("the gateway's HTTP client builds with static settings");
+        let store_for_uploads = store.clone();
         let state = AppState {
             store,
             request_timeout: Duration::from_secs(config.server.timeout_seconds),
@@ -210,6 +213,7 @@ impl ControlPlane {
             auth: authenticator,
             oidc,
             auth_config: Arc::new(config.auth.clone()),
+            uploads: uploads::Uploads::new(store_for_uploads, model_storage, Default::default()),
         };
         Ok(Self {
             config,
@@ -241,6 +245,13 @@ impl ControlPlane {
     /// Port 9009: `/metrics`, `/internal/harmony/register`, `/internal/harmony/deregister`.
     pub fn internal_router(&self) -> Router {
         http::internal_router(self.state.clone())
+    }
+
+    /// Replace the chunked-upload limits (defaults: [`uploads::UploadLimits::default`]); tests
+    /// use small ones.
+    pub fn with_upload_limits(mut self, limits: uploads::UploadLimits) -> Self {
+        self.state.uploads = self.state.uploads.with_limits(limits);
+        self
     }
 
     /// See [`bootstrap::ensure_bootstrap_admin`].
@@ -281,6 +292,7 @@ impl ControlPlane {
         let servers = vec![
             spawn_server(public_listener, self.public_router(), shutdown.clone()),
             spawn_server(internal_listener, self.internal_router(), shutdown.clone()),
+            self.state.uploads.spawn_sweeper(shutdown.clone()),
         ];
         tracing::info!(%public_addr, %internal_addr, "control plane serving");
         Ok(RunningControlPlane {

@@ -57,6 +57,17 @@ impl ModelStorage {
         }
     }
 
+    /// The registry root's object store, also home to chunked uploads ([`crate::uploads`]).
+    pub fn objects(&self) -> Result<RegistryStore, ModelStorageError> {
+        self.registry
+            .as_ref()
+            .map(|registry| registry.store().clone())
+            .map_err(|reason| ModelStorageError::Unusable {
+                location: self.location.clone(),
+                reason: reason.clone(),
+            })
+    }
+
     /// Removes every object of a `model_registry://<key>` model and returns how many there
     /// were (0 when the model was already gone). Other paths (local files and directories) are
     /// not the registry's and are left alone.

@@ -180,6 +180,29 @@ pub const REST_RULES: &[RestRule] = &[
         path: "/api/v1/outcome",
         scope: Project(MetricScore, "project_id"),
     },
+    // Chunked uploads: the SDK uploads datasets this way, so dataset:create on something; the
+    // import that consumes a session checks its own permission. A session is its creator's
+    // alone (404 for anyone else).
+    RestRule {
+        method: "POST",
+        path: "/api/v1/upload/init",
+        scope: Anywhere(DatasetCreate),
+    },
+    RestRule {
+        method: "POST",
+        path: "/api/v1/upload/part",
+        scope: Anywhere(DatasetCreate),
+    },
+    RestRule {
+        method: "POST",
+        path: "/api/v1/upload/status",
+        scope: Anywhere(DatasetCreate),
+    },
+    RestRule {
+        method: "DELETE",
+        path: "/api/v1/upload/abort",
+        scope: Anywhere(DatasetCreate),
+    },
 ];
 
 pub fn graphql_rule(field: &str) -> Option<&'static Rule> {

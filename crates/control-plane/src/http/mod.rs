@@ -1,6 +1,6 @@
 //! HTTP surfaces: the public router (port 9000: health, readiness, GraphQL, OpenAPI, the
-//! feedback routes of [`feedback`]) and the internal router (port 9009: harmony registration,
-//! Prometheus metrics).
+//! feedback routes of [`feedback`], the chunked uploads of [`uploads`]) and the internal router
+//! (port 9009: harmony registration, Prometheus metrics).
 //!
 //! Handlers are thin: extract (with [`AppJson`], so malformed input gets our error body) ->
 //! authorize (the [`crate::auth::Authenticated`] extractor) -> call the store or registry -> map
@@ -12,6 +12,7 @@ mod harmony;
 mod health;
 pub mod openapi;
 pub mod telemetry;
+pub mod uploads;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +48,7 @@ pub struct AppState {
     pub auth: Arc<crate::auth::Authenticator>,
     pub oidc: Arc<crate::auth::oidc::OidcProviders>,
     pub auth_config: Arc<crate::config::AuthConfig>,
+    pub uploads: crate::uploads::Uploads,
 }
 
 impl FromRef<AppState> for Arc<crate::auth::Authenticator> {
@@ -100,6 +102,7 @@ pub fn public_router(state: AppState) -> Router {
         )
         .route("/api/v1/auth/logout", post(auth::logout))
         .merge(feedback::router())
+        .merge(uploads::router(state.uploads.limits()))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.request_timeout,

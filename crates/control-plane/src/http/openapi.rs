@@ -19,6 +19,10 @@ pub const REST_ROUTES: &[(&str, &str, &str)] = &[
     ("post", "/api/v1/interactions", "public"),
     ("post", "/api/v1/comparison", "public"),
     ("post", "/api/v1/outcome", "public"),
+    ("post", "/api/v1/upload/init", "public"),
+    ("post", "/api/v1/upload/part", "public"),
+    ("post", "/api/v1/upload/status", "public"),
+    ("delete", "/api/v1/upload/abort", "public"),
     ("get", "/metrics", "internal"),
     ("post", "/internal/harmony/register", "internal"),
     ("post", "/internal/harmony/deregister", "internal"),
@@ -29,7 +33,7 @@ pub fn document() -> Value {
     let uuid = json!({"type": "string", "format": "uuid"});
     let score_value = json!({"type": ["number", "boolean"], "description": "BOOL metrics: true, false, 0 or 1; SCALAR metrics: a number"});
     let compared = json!({"oneOf": [uuid.clone(), {"type": "object", "required": ["text", "model"], "properties": {"text": {"type": "string"}, "model": {"type": "string"}}}]});
-    json!({
+    let mut document = json!({
         "openapi": "3.1.0",
         "info": {"title": "adaptive control plane", "version": env!("CARGO_PKG_VERSION")},
         "paths": {
@@ -175,6 +179,68 @@ pub fn document() -> Value {
                 }}
             }
         }
+    });
+    if let (Some(paths), Value::Object(upload_paths)) =
+        (document["paths"].as_object_mut(), upload_paths(&error))
+    {
+        paths.extend(upload_paths);
+    }
+    document
+}
+
+/// The chunked upload routes ([`super::uploads`]), kept apart from [`document`] to stay within
+/// `json!`'s recursion limit.
+fn upload_paths(error: &Value) -> Value {
+    json!({
+            "/api/v1/upload/init": {"post": {
+                "summary": "open a chunked upload session (also under /v1); needs dataset:create; sessions with no part received for 24 hours are removed",
+                "security": [{"bearer": []}],
+                "requestBody": {"content": {"application/json": {"schema": {"type": "object", "required": ["total_parts_count"], "properties": {
+                    "content_type": {"type": ["string", "null"]}, "metadata": {"type": ["object", "null"]}, "total_parts_count": {"type": "integer", "minimum": 1, "maximum": 10000}
+                }}}}},
+                "responses": {
+                    "200": {"description": "opened", "content": {"application/json": {"schema": {"type": "object", "properties": {"session_id": {"type": "string"}}}}}},
+                    "400": {"description": "malformed request or too many parts", "content": {"application/json": {"schema": error}}},
+                    "403": {"description": "no dataset:create", "content": {"application/json": {"schema": error}}}
+                }
+            }},
+            "/api/v1/upload/part": {"post": {
+                "summary": "one part of a session, as the raw body (at most 128 MiB); sending a part again replaces it",
+                "security": [{"bearer": []}],
+                "parameters": [{"name": "session_id", "in": "query", "required": true, "schema": {"type": "string"}},
+                               {"name": "part_number", "in": "query", "required": true, "schema": {"type": "integer", "minimum": 1}}],
+                "requestBody": {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+                "responses": {
+                    "200": {"description": "stored", "content": {"application/json": {"schema": {"type": "object", "properties": {"session_id": {"type": "string"}, "part_number": {"type": "integer"}, "size_bytes": {"type": "integer"}}}}}},
+                    "400": {"description": "part number out of range, empty or oversized part, or the file over its size limit", "content": {"application/json": {"schema": error}}},
+                    "404": {"description": "unknown session, or another user's", "content": {"application/json": {"schema": error}}},
+                    "409": {"description": "the session is already completed", "content": {"application/json": {"schema": error}}}
+                }
+            }},
+            "/api/v1/upload/status": {"post": {
+                "summary": "the parts received so far; session_id in the JSON body or the query",
+                "security": [{"bearer": []}],
+                "parameters": [{"name": "session_id", "in": "query", "schema": {"type": "string"}}],
+                "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {"session_id": {"type": "string"}}}}}},
+                "responses": {
+                    "200": {"description": "status", "content": {"application/json": {"schema": {"type": "object", "properties": {
+                        "completed_parts": {"type": "array", "items": {"type": "integer"}}, "total_parts_count": {"type": "integer"},
+                        "uploaded_bytes": {"type": "integer"}, "content_type": {"type": ["string", "null"]}, "metadata": {"type": ["object", "null"]},
+                        "completed": {"type": "boolean"}, "created_at": {"type": "integer"}, "updated_at": {"type": "integer"}
+                    }}}}},
+                    "404": {"description": "unknown session, or another user's", "content": {"application/json": {"schema": error}}}
+                }
+            }},
+            "/api/v1/upload/abort": {"delete": {
+                "summary": "remove a session and its parts; session_id in the JSON body or the query",
+                "security": [{"bearer": []}],
+                "parameters": [{"name": "session_id", "in": "query", "schema": {"type": "string"}}],
+                "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {"session_id": {"type": "string"}}}}}},
+                "responses": {
+                    "204": {"description": "removed"},
+                    "404": {"description": "unknown session, or another user's", "content": {"application/json": {"schema": error}}}
+                }
+            }}
     })
 }
 

@@ -31,6 +31,9 @@
 //!
 //! The feedback API imports interactions with their scores, and records comparisons and
 //! session outcomes ([`feedback`]).
+//!
+//! Chunked uploads keep their sessions and received parts here ([`uploads`]) so that they
+//! survive restarts and every replica sees them; the bytes are objects.
 
 mod completion_filter;
 mod compute;
@@ -42,6 +45,7 @@ mod metrics;
 mod models;
 mod projects;
 mod rows;
+mod uploads;
 mod users;
 
 use adaptive_api_types::ErrorCode;
@@ -63,6 +67,7 @@ pub use metrics::NewMetric;
 pub use models::{ComputeConfigUpdate, NewModel};
 pub use projects::NewProject;
 pub use rows::*;
+pub use uploads::{UploadPart, UploadSession};
 pub use users::{
     ApiKeyGrant, IssuedApiKey, NewUser, ProjectGrant, USER_TYPE_HUMAN, USER_TYPE_SYSTEM,
 };

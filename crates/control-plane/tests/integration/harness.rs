@@ -8,6 +8,7 @@ use std::time::Duration;
 use adaptive_control_plane::config::{Config, Secrets};
 use adaptive_control_plane::registry::{InProcessRegistry, SharedRegistry};
 use adaptive_control_plane::store::{DatabaseTarget, MetadataStore, StoreOptions};
+use adaptive_control_plane::uploads::UploadLimits;
 use adaptive_control_plane::{ControlPlane, RunningControlPlane};
 use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
@@ -131,13 +132,19 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(store: MetadataStore) -> Self {
+        Self::start_with_upload_limits(store, UploadLimits::default()).await
+    }
+
+    /// With other chunked-upload limits (small parts, a short idle TTL).
+    pub async fn start_with_upload_limits(store: MetadataStore, limits: UploadLimits) -> Self {
         let directory = tempfile::tempdir().expect("tempdir");
         let mut config = Config::for_test(directory.path());
         config.harmony.heartbeat_interval_ms = 1000;
         config.harmony.replica_ttl_ms = 60_000;
         let registry: SharedRegistry = std::sync::Arc::new(InProcessRegistry::new());
         let control_plane = ControlPlane::from_parts(config, Secrets::default(), store, registry)
-            .expect("control plane");
+            .expect("control plane")
+            .with_upload_limits(limits);
         let admin = control_plane
             .bootstrap_admin()
             .await

@@ -78,6 +78,7 @@ async fn health_ready_and_every_documented_route_answers() {
         };
         let response = match *method {
             "get" => client.get(&url).send().await,
+            "delete" => client.delete(&url).send().await,
             _ => client.post(&url).json(&json!({})).send().await,
         }
         .expect("request");

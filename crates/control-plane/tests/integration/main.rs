@@ -15,3 +15,4 @@ mod permissions;
 mod postgres_failures;
 mod registry_conformance;
 mod store_conformance;
+mod uploads;

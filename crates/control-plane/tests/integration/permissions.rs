@@ -298,6 +298,27 @@ async fn matrix(backend: Backend) {
                     ));
                 }
             }
+            // Chunked uploads: every route has the same rule; opening a session samples it.
+            let rule = REST_RULES
+                .iter()
+                .find(|rule| rule.path == "/api/v1/upload/init")
+                .expect("a rule for uploads");
+            let response = client
+                .post(server.public_url("/api/v1/upload/init"))
+                .bearer_auth(&key)
+                .json(&json!({"total_parts_count": 1}))
+                .send()
+                .await
+                .expect("request");
+            let want = expected(rule.scope, |p| role.permissions.contains(p), global);
+            if want == (response.status() == 403) {
+                failures.push(format!(
+                    "{backend:?} {} in {placement}: upload/init expected {} got {}",
+                    role.key,
+                    if want { "allowed" } else { "403" },
+                    response.status()
+                ));
+            }
         }
     }
     server.stop().await;

@@ -1,0 +1,418 @@
+//! Chunked uploads (`/api/v1/upload/*`) on both backends: parts out of order and retried, the
+//! bytes read back through [`Uploads`] as an import would (a second instance over the same
+//! store and registry root, like another replica), abort, sessions private to their creator,
+//! size limits, and the removal of abandoned sessions.
+
+use std::time::Duration;
+
+use adaptive_control_plane::model_storage::ModelStorage;
+use adaptive_control_plane::uploads::{UploadLimits, Uploads};
+use adaptive_registry::StoreEnv;
+use serde_json::{json, Value};
+
+use crate::harness::{wait_for, Backend, TestDatabase, TestServer};
+
+struct Client<'a> {
+    server: &'a TestServer,
+    api_key: String,
+    http: reqwest::Client,
+}
+
+impl<'a> Client<'a> {
+    fn admin(server: &'a TestServer) -> Self {
+        Self {
+            server,
+            api_key: server.api_key.clone(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// A new user holding `role` in the admin team.
+    async fn user(server: &'a TestServer, name: &str, role: &str) -> Self {
+        let created = server
+            .graphql(
+                "mutation($input: UserCreate!) { createUser(input: $input) { generatedApiKey } }",
+                json!({"input": {"name": name, "teams": [{"team": "admin", "role": role}], "userType": "SYSTEM", "generateApiKey": true}}),
+            )
+            .await;
+        let api_key = created["data"]["createUser"]["generatedApiKey"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{created}"))
+            .to_owned();
+        Self {
+            server,
+            api_key,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn answer(response: reqwest::Response) -> (u16, Value) {
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("json body: {text}"))
+        };
+        (status, body)
+    }
+
+    async fn init(&self, total_parts_count: i64) -> String {
+        let (status, body) = self
+            .post_json(
+                "/api/v1/upload/init",
+                json!({"content_type": "application/jsonl", "metadata": {"origin": "test"}, "total_parts_count": total_parts_count}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["session_id"].as_str().expect("session_id").to_owned()
+    }
+
+    async fn post_json(&self, path: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.server.public_url(path))
+            .bearer_auth(&self.api_key)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        Self::answer(response).await
+    }
+
+    async fn part(&self, session_id: &str, part_number: i64, bytes: Vec<u8>) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.server.public_url("/api/v1/upload/part"))
+            .bearer_auth(&self.api_key)
+            .query(&[
+                ("session_id", session_id.to_owned()),
+                ("part_number", part_number.to_string()),
+            ])
+            .header("content-type", "application/octet-stream")
+            .body(bytes)
+            .send()
+            .await
+            .expect("request");
+        Self::answer(response).await
+    }
+
+    async fn status(&self, session_id: &str) -> (u16, Value) {
+        self.post_json("/api/v1/upload/status", json!({"session_id": session_id}))
+            .await
+    }
+
+    /// As the SDK aborts: DELETE with a JSON body.
+    async fn abort(&self, session_id: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .delete(self.server.public_url("/api/v1/upload/abort"))
+            .bearer_auth(&self.api_key)
+            .header("content-type", "application/json")
+            .body(json!({"session_id": session_id}).to_string())
+            .send()
+            .await
+            .expect("request");
+        Self::answer(response).await
+    }
+
+    async fn user_id(&self) -> String {
+        let response = self
+            .http
+            .post(self.server.public_url("/api/graphql"))
+            .bearer_auth(&self.api_key)
+            .json(&json!({"query": "{ me { id } }"}))
+            .send()
+            .await
+            .expect("request");
+        let (_, body) = Self::answer(response).await;
+        body["data"]["me"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{body}"))
+            .to_owned()
+    }
+}
+
+fn error_code(body: &Value) -> &str {
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("an error body: {body}"))
+}
+
+/// The server's chunked uploads seen from outside: same store, same registry root.
+async fn replica_uploads(database: &TestDatabase, server: &TestServer) -> Uploads {
+    let location = server.data_dir().join("model_registry");
+    let storage = ModelStorage::open(&location.display().to_string(), &StoreEnv::default());
+    Uploads::new(database.store().await, storage, UploadLimits::default())
+}
+
+fn session_directory(server: &TestServer, session_id: &str) -> std::path::PathBuf {
+    server
+        .data_dir()
+        .join("model_registry")
+        .join(".uploads")
+        .join(session_id)
+}
+
+fn part_bytes(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|index| seed.wrapping_add(index as u8))
+        .collect()
+}
+
+#[tokio::test]
+async fn sqlite_parts_in_any_order_and_retried_read_back_in_order() {
+    parts_in_any_order_and_retried_read_back_in_order(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_parts_in_any_order_and_retried_read_back_in_order() {
+    parts_in_any_order_and_retried_read_back_in_order(Backend::Postgres).await;
+}
+
+async fn parts_in_any_order_and_retried_read_back_in_order(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let server = TestServer::start(database.store().await).await;
+    let client = Client::admin(&server);
+    let session_id = client.init(3).await;
+    let parts = [part_bytes(1, 5000), part_bytes(2, 5000), part_bytes(3, 17)];
+
+    let (status, body) = client.part(&session_id, 3, parts[2].clone()).await;
+    assert_eq!((status, &body["size_bytes"]), (200, &json!(17)), "{body}");
+    // A first attempt at part 1 that the client retries with the right bytes.
+    assert_eq!(client.part(&session_id, 1, vec![0; 10]).await.0, 200);
+    let (status, body) = client.status(&session_id).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["completed_parts"], json!([1, 3]));
+    assert_eq!(body["total_parts_count"], 3);
+    assert_eq!(body["metadata"], json!({"origin": "test"}));
+    assert_eq!(body["content_type"], "application/jsonl");
+    assert_eq!(client.part(&session_id, 1, parts[0].clone()).await.0, 200);
+    assert_eq!(client.part(&session_id, 2, parts[1].clone()).await.0, 200);
+
+    for (part_number, why) in [(0, "zero"), (4, "past the end"), (-1, "negative")] {
+        let (status, body) = client.part(&session_id, part_number, vec![1]).await;
+        assert_eq!(
+            (status, error_code(&body)),
+            (400, "invalid_request"),
+            "{why}: {body}"
+        );
+    }
+    let (status, body) = client.part(&session_id, 2, Vec::new()).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (400, "invalid_request"),
+        "{body}"
+    );
+    let (status, body) = client.part("not-a-session", 1, vec![1]).await;
+    assert_eq!((status, error_code(&body)), (404, "not_found"), "{body}");
+
+    // The status is also read with the session id in the query string.
+    let response = client
+        .http
+        .post(server.public_url("/api/v1/upload/status"))
+        .bearer_auth(&client.api_key)
+        .query(&[("session_id", &session_id)])
+        .send()
+        .await
+        .expect("request");
+    let (status, body) = Client::answer(response).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["completed_parts"], json!([1, 2, 3]));
+    assert_eq!(body["uploaded_bytes"], 10_017);
+
+    let uploads = replica_uploads(&database, &server).await;
+    let owner = client.user_id().await;
+    let completed = uploads
+        .complete(&owner, &session_id)
+        .await
+        .expect("complete");
+    assert_eq!(completed.total_bytes, 10_017);
+    let mut read_back = Vec::new();
+    for part in &completed.parts {
+        read_back.extend_from_slice(
+            &uploads
+                .read_part(&completed, part.part_number)
+                .await
+                .expect("read"),
+        );
+    }
+    assert_eq!(read_back, parts.concat());
+
+    let (status, body) = client.part(&session_id, 2, parts[1].clone()).await;
+    assert_eq!((status, error_code(&body)), (409, "conflict"), "{body}");
+    let (_, body) = client.status(&session_id).await;
+    assert_eq!(body["completed"], true);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sqlite_sessions_are_private_and_abort_removes_the_objects() {
+    sessions_are_private_and_abort_removes_the_objects(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_sessions_are_private_and_abort_removes_the_objects() {
+    sessions_are_private_and_abort_removes_the_objects(Backend::Postgres).await;
+}
+
+async fn sessions_are_private_and_abort_removes_the_objects(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let server = TestServer::start(database.store().await).await;
+    let owner = Client::admin(&server);
+    let session_id = owner.init(2).await;
+    assert_eq!(owner.part(&session_id, 1, part_bytes(9, 100)).await.0, 200);
+    assert!(session_directory(&server, &session_id).join("1").is_file());
+
+    // Another admin may not see, extend or abort it.
+    let other = Client::user(&server, "other-uploader", "admin").await;
+    for (what, (status, body)) in [
+        ("status", other.status(&session_id).await),
+        ("part", other.part(&session_id, 2, vec![1]).await),
+        ("abort", other.abort(&session_id).await),
+    ] {
+        assert_eq!(
+            (status, error_code(&body)),
+            (404, "not_found"),
+            "{what}: {body}"
+        );
+    }
+    // Without dataset:create, nothing at all.
+    let reader = Client::user(&server, "reader", "read-only").await;
+    let (status, body) = reader
+        .post_json("/api/v1/upload/init", json!({"total_parts_count": 1}))
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (403, "permission_denied"),
+        "{body}"
+    );
+    let (status, _) = owner.status(&session_id).await;
+    assert_eq!(status, 200);
+
+    let (status, body) = owner.abort(&session_id).await;
+    assert_eq!(status, 204, "{body}");
+    assert!(!session_directory(&server, &session_id).exists());
+    let (status, body) = owner.status(&session_id).await;
+    assert_eq!((status, error_code(&body)), (404, "not_found"), "{body}");
+    let (status, _) = owner.abort(&session_id).await;
+    assert_eq!(status, 404);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_parts_and_files_are_refused() {
+    let database = TestDatabase::create(Backend::Sqlite).await;
+    let limits = UploadLimits {
+        max_part_bytes: 1024,
+        max_parts: 4,
+        max_total_bytes: 2048,
+        ..UploadLimits::default()
+    };
+    let server = TestServer::start_with_upload_limits(database.store().await, limits).await;
+    let client = Client::admin(&server);
+    let (status, body) = client
+        .post_json("/api/v1/upload/init", json!({"total_parts_count": 5}))
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (400, "invalid_request"),
+        "{body}"
+    );
+    let (status, body) = client
+        .post_json("/api/v1/upload/init", json!({"total_parts_count": 0}))
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (400, "invalid_request"),
+        "{body}"
+    );
+
+    let session_id = client.init(3).await;
+    let (status, body) = client.part(&session_id, 1, vec![0; 1025]).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (400, "invalid_request"),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("1024"),
+        "{body}"
+    );
+    assert_eq!(client.part(&session_id, 1, vec![0; 1024]).await.0, 200);
+    assert_eq!(client.part(&session_id, 2, vec![0; 1024]).await.0, 200);
+    let (status, body) = client.part(&session_id, 3, vec![0; 1]).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (400, "invalid_request"),
+        "{body}"
+    );
+    // Replacing a part counts its new size, not both.
+    assert_eq!(client.part(&session_id, 2, vec![0; 1000]).await.0, 200);
+    assert_eq!(client.part(&session_id, 3, vec![0; 24]).await.0, 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sqlite_idle_sessions_are_removed_with_their_objects() {
+    idle_sessions_are_removed_with_their_objects(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_idle_sessions_are_removed_with_their_objects() {
+    idle_sessions_are_removed_with_their_objects(Backend::Postgres).await;
+}
+
+async fn idle_sessions_are_removed_with_their_objects(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let server = TestServer::start(database.store().await).await;
+    let client = Client::admin(&server);
+    let session_id = client.init(2).await;
+    assert_eq!(client.part(&session_id, 1, vec![5; 64]).await.0, 200);
+
+    let uploads = replica_uploads(&database, &server).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let an_hour_ago = now - 3_600_000;
+    assert_eq!(
+        uploads.remove_idle_since(an_hour_ago).await.expect("sweep"),
+        0
+    );
+    assert_eq!(client.status(&session_id).await.0, 200);
+    assert_eq!(
+        uploads.remove_idle_since(now + 1000).await.expect("sweep"),
+        1
+    );
+    assert!(!session_directory(&server, &session_id).exists());
+    assert_eq!(client.status(&session_id).await.0, 404);
+    server.stop().await;
+}
+
+/// The server's own sweeper, with an idle TTL of a few milliseconds.
+#[tokio::test]
+async fn the_sweeper_removes_abandoned_sessions() {
+    let database = TestDatabase::create(Backend::Sqlite).await;
+    let limits = UploadLimits {
+        idle_ttl: Duration::from_millis(1),
+        sweep_interval: Duration::from_millis(50),
+        ..UploadLimits::default()
+    };
+    let server = TestServer::start_with_upload_limits(database.store().await, limits).await;
+    let client = Client::admin(&server);
+    let session_id = client.init(2).await;
+    // The part may land after the sweeper removed the session: then it is a 404.
+    let (status, _) = client.part(&session_id, 1, vec![5; 64]).await;
+    assert!(status == 200 || status == 404, "{status}");
+    wait_for(
+        "the abandoned session to go",
+        Duration::from_secs(10),
+        || async {
+            client.status(&session_id).await.0 == 404
+                && !session_directory(&server, &session_id).exists()
+        },
+    )
+    .await;
+    server.stop().await;
+}
