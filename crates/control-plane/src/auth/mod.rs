@@ -108,9 +108,24 @@ impl Authenticator {
         method: &Method,
         headers: &HeaderMap,
     ) -> Result<Authenticated, ApiError> {
+        self.authenticate_if_present(method, headers)
+            .await?
+            .ok_or(ApiError::Unauthenticated(
+                "missing credentials: send Authorization: Bearer <api key>, or log in",
+            ))
+    }
+
+    /// Like [`Authenticator::authenticate`], but a request with no credentials at all is
+    /// `Ok(None)` (for the routes that also answer anonymous callers); credentials that are
+    /// present but wrong are still an error.
+    pub async fn authenticate_if_present(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Result<Option<Authenticated>, ApiError> {
         if headers.contains_key(AUTHORIZATION) {
             let token = bearer_token(headers).map_err(ApiError::Unauthenticated)?;
-            return self.api_key(token).await;
+            return self.api_key(token).await.map(Some);
         }
         if let Some(codec) = &self.sessions {
             if let Some(session) = codec.session(headers).map_err(ApiError::Unauthenticated)? {
@@ -122,15 +137,13 @@ impl Authenticator {
                     ));
                 }
                 let principal = self.principal(&session.user_id).await?;
-                return Ok(Authenticated {
+                return Ok(Some(Authenticated {
                     principal,
                     credential: Credential::Session { csrf: session.csrf },
-                });
+                }));
             }
         }
-        Err(ApiError::Unauthenticated(
-            "missing credentials: send Authorization: Bearer <api key>, or log in",
-        ))
+        Ok(None)
     }
 
     /// The caller holding API key `token`.

@@ -108,16 +108,14 @@ pub async fn handler(
     headers: HeaderMap,
     AppJson(request): AppJson<async_graphql::Request>,
 ) -> Result<Response, ApiError> {
-    let anonymous = !headers.contains_key(axum::http::header::AUTHORIZATION)
-        && state
-            .auth
-            .sessions()
-            .is_none_or(|codec| matches!(codec.session(&headers), Ok(None)));
-    let request = if anonymous {
-        request
-    } else {
-        let caller = state.auth.authenticate(&method, &headers).await?;
-        request.data(Viewer(caller.principal))
+    let caller = state
+        .auth
+        .authenticate_if_present(&method, &headers)
+        .await?;
+    let anonymous = caller.is_none();
+    let request = match caller {
+        Some(caller) => request.data(Viewer(caller.principal)),
+        None => request,
     };
     let response = state.schema.execute(request).await;
     let unauthenticated = anonymous
