@@ -311,6 +311,24 @@ fn label_conditions(label: &LabelCondition) -> Vec<CompletionCondition> {
     conditions
 }
 
+/// Completions record their creator's user id; filters may name the user by id or email. A
+/// name that is no active user is kept as given (a deleted user's id still matches).
+async fn user_id(store: &MetadataStore, id_or_email: &str) -> GqlResult<String> {
+    Ok(store
+        .find_user(id_or_email)
+        .await
+        .gql()?
+        .map_or_else(|| id_or_email.to_owned(), |user| user.id))
+}
+
+async fn user_ids(store: &MetadataStore, ids_or_emails: &[String]) -> GqlResult<Vec<String>> {
+    let mut ids = Vec::with_capacity(ids_or_emails.len());
+    for id_or_email in ids_or_emails {
+        ids.push(user_id(store, id_or_email).await?);
+    }
+    Ok(ids)
+}
+
 /// The condition of one advanced filter expression: every field it sets must hold.
 async fn expression_condition(
     store: &MetadataStore,
@@ -382,10 +400,22 @@ async fn expression_condition(
         conditions.push(CompletionCondition::SessionId(session_id.clone()));
     }
     if let Some(created_by) = &expression.created_by {
+        let eq = match &created_by.eq {
+            Some(user) => Some(user_id(store, user).await?),
+            None => None,
+        };
+        let in_ = match &created_by.in_ {
+            Some(users) => Some(user_ids(store, users).await?),
+            None => None,
+        };
+        let neq = match &created_by.neq {
+            Some(user) => Some(user_id(store, user).await?),
+            None => None,
+        };
         conditions.extend(string_conditions(
-            &created_by.eq,
-            &created_by.in_,
-            &created_by.neq,
+            &eq,
+            &in_,
+            &neq,
             CompletionCondition::CreatedBy,
         ));
     }
@@ -423,7 +453,9 @@ async fn to_store_filter(
         conditions.push(CompletionCondition::SessionId(session_id.clone()));
     }
     if let Some(created_by) = &input.created_by {
-        conditions.push(CompletionCondition::CreatedBy(vec![created_by.clone()]));
+        conditions.push(CompletionCondition::CreatedBy(vec![
+            user_id(store, created_by).await?,
+        ]));
     }
     for score in input.scores.iter().flatten() {
         let comparisons = numeric_comparisons([

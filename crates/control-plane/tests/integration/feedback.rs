@@ -304,6 +304,16 @@ async fn feedback_round_trip(backend: Backend) {
             &first_only,
         ),
         (json!({"prompt": "capital"}), &both),
+        // Users are named by email as well as by id.
+        (json!({"createdBy": "admin@localhost"}), &both),
+        (
+            json!({"advancedFilter": {"createdBy": {"eq": "ADMIN@localhost"}}}),
+            &both,
+        ),
+        (
+            json!({"advancedFilter": {"createdBy": {"neq": "admin@localhost"}}}),
+            &Vec::new(),
+        ),
         (
             json!({"advancedFilter": {"scores": {"metric": "no-such-metric"}}}),
             &Vec::new(),
