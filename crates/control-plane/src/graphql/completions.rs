@@ -191,10 +191,6 @@ pub struct ListCompletionsFilterInput {
     pub advanced_filter: Option<CompletionFilterExpression>,
 }
 
-fn not_supported(what: &str) -> async_graphql::Error {
-    ApiError::NotSupported(format!("completion filters do not support {what} yet")).into_graphql()
-}
-
 async fn model_ids(store: &MetadataStore, ids_or_keys: &[String]) -> GqlResult<Vec<String>> {
     let mut ids = Vec::with_capacity(ids_or_keys.len());
     for id_or_key in ids_or_keys {
@@ -436,10 +432,16 @@ async fn to_store_filter(
     input: &ListCompletionsFilterInput,
 ) -> GqlResult<CompletionFilter> {
     let project = store.get_project(&input.project).await.gql()?;
-    if input.comparisons.as_ref().is_some_and(|c| !c.is_empty()) {
-        return Err(not_supported("comparison conditions"));
-    }
     let mut conditions = Vec::new();
+    for comparison in input.comparisons.iter().flatten() {
+        // An unknown metric matches nothing, as unknown models do.
+        let metric_id = store
+            .find_metric(&comparison.metric)
+            .await
+            .gql()?
+            .map_or_else(String::new, |metric| metric.id);
+        conditions.push(CompletionCondition::Compared { metric_id });
+    }
     if let Some(models) = &input.models {
         conditions.push(CompletionCondition::Model(model_ids(store, models).await?));
     }

@@ -81,6 +81,10 @@ pub enum CompletionCondition {
         field: TextField,
         predicate: TextPredicate,
     },
+    /// The completion took part in a comparison (preference) of the metric, on either side.
+    Compared {
+        metric_id: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -332,6 +336,13 @@ impl Compiler {
             }
             CompletionCondition::Text { field, predicate } => {
                 self.text_condition(*field, predicate)
+            }
+            CompletionCondition::Compared { metric_id } => {
+                let metric = self.text(metric_id);
+                format!(
+                    "EXISTS (SELECT 1 FROM comparisons comparison WHERE comparison.metric_id = {metric} \
+                     AND (comparison.preferred_completion_id = c.id OR comparison.other_completion_id = c.id))"
+                )
             }
         }
     }

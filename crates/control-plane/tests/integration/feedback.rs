@@ -336,6 +336,15 @@ async fn feedback_round_trip(backend: Backend) {
     .await;
     assert_eq!(status, 201, "{compared}");
     let comparison_id = compared["comparison_id"].as_str().expect("id").to_owned();
+    // The comparison filter: completions that took part in a comparison of the metric.
+    assert_eq!(
+        filtered_completion_ids(&server, json!({"comparisons": [{"metric": "quality"}]})).await,
+        both
+    );
+    for metric in ["thumbs", "no-such-metric"] {
+        let filter = json!({"comparisons": [{"metric": metric}]});
+        assert!(filtered_completion_ids(&server, filter).await.is_empty());
+    }
     let (status, from_text) = post(
         &server,
         "/v1/comparison",
