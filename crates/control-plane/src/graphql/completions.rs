@@ -17,8 +17,8 @@ use crate::auth::Permission;
 use crate::error::ApiError;
 use crate::store::{
     Comparison, Completion, CompletionCondition, CompletionFilter,
-    CompletionGroupBy as StoreGroupBy, MetadataStore, NewScore, NumericComparison, PageRequest,
-    Score, ScoreStats, ScoreValue, TextField, TextPredicate,
+    CompletionGroupBy as StoreGroupBy, MetadataStore, NewScore, NumericComparison, PagePosition,
+    PageRequest, Score, ScoreStats, ScoreValue, TextField, TextPredicate,
 };
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
@@ -516,16 +516,12 @@ async fn to_store_filter(
 }
 
 fn to_page(page: &CursorPageInput) -> GqlResult<PageRequest> {
-    if page.before.is_some() || page.last.is_some() {
-        return Err(ApiError::NotSupported(
-            "backward pagination (before/last) is not supported; use first/after".to_owned(),
-        )
-        .into_graphql());
-    }
     Ok(PageRequest {
         first: page.first,
         after: page.after.clone(),
         offset: page.offset,
+        last: page.last,
+        before: page.before.clone(),
     })
 }
 
@@ -552,6 +548,17 @@ pub struct PageInfo {
     pub has_previous_page: bool,
     pub start_cursor: Option<String>,
     pub end_cursor: Option<String>,
+}
+
+impl From<PagePosition> for PageInfo {
+    fn from(position: PagePosition) -> Self {
+        PageInfo {
+            has_next_page: position.has_next_page,
+            has_previous_page: position.has_previous_page,
+            start_cursor: position.start_cursor,
+            end_cursor: position.end_cursor,
+        }
+    }
 }
 
 #[derive(SimpleObject)]
@@ -848,12 +855,7 @@ async fn list_page(
         .gql()?;
     Ok(CompletionConnection {
         total_count: page.total_count,
-        page_info: PageInfo {
-            has_next_page: page.has_next_page,
-            has_previous_page: false,
-            start_cursor: None,
-            end_cursor: page.end_cursor,
-        },
+        page_info: page.position.into(),
         nodes: page.nodes.into_iter().map(CompletionView).collect(),
     })
 }
@@ -889,7 +891,7 @@ impl CompletionQueries {
             CompletionGroupBy::Model => StoreGroupBy::Model,
             CompletionGroupBy::Prompt => StoreGroupBy::Prompt,
         };
-        let (groups, total_count, has_next_page, end_cursor) = store
+        let (groups, total_count, position) = store
             .list_completion_groups(&filter, store_group_by, &to_page(&page)?)
             .await
             .gql()?;
@@ -908,12 +910,7 @@ impl CompletionQueries {
         Ok(CompletionGroupConnection {
             total_count,
             group_by,
-            page_info: PageInfo {
-                has_next_page,
-                has_previous_page: false,
-                start_cursor: None,
-                end_cursor,
-            },
+            page_info: position.into(),
             nodes,
         })
     }

@@ -56,8 +56,29 @@ pub enum CompletionGroupBy {
 pub struct CompletionPage {
     pub nodes: Vec<Completion>,
     pub total_count: i64,
+    pub position: PagePosition,
+}
+
+/// Where a page sits among all matches (Relay's `PageInfo`). A cursor is a position between
+/// items: `after: c` reads from position `c` on, `before: c` reads the items before it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PagePosition {
     pub has_next_page: bool,
+    pub has_previous_page: bool,
+    pub start_cursor: Option<String>,
     pub end_cursor: Option<String>,
+}
+
+impl PagePosition {
+    fn of(offset: i64, len: usize, total: i64) -> PagePosition {
+        let end = offset + len as i64;
+        PagePosition {
+            has_next_page: end < total,
+            has_previous_page: offset > 0,
+            start_cursor: (len > 0).then(|| encode_cursor(offset)),
+            end_cursor: (len > 0).then(|| encode_cursor(end)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -160,22 +181,47 @@ const COMPLETION_COLUMNS: &str =
      c.chat_messages, c.completion, c.source, c.session_id, c.created_by, c.labels, c.metadata, \
      c.prompt_tokens, c.completion_tokens, c.created_at";
 
-/// Page request: `first` items after the cursor (or `offset`).
+/// Page request: `first` items after the cursor (or from `offset`), or `last` items before
+/// the `before` cursor (or the last ones of all).
 #[derive(Debug, Clone, Default)]
 pub struct PageRequest {
     pub first: Option<i64>,
     pub after: Option<String>,
     pub offset: Option<i64>,
+    pub last: Option<i64>,
+    pub before: Option<String>,
 }
 
+const MAX_PAGE: i64 = 1000;
+
 impl PageRequest {
-    fn resolve(&self) -> Result<(i64, i64), StoreError> {
-        let limit = self.first.unwrap_or(20);
-        if !(0..=1000).contains(&limit) {
-            return Err(StoreError::Invalid(
-                "page.first must be between 0 and 1000".to_owned(),
-            ));
+    /// `(limit, offset)` among `total` matches.
+    fn resolve(&self, total: i64) -> Result<(i64, i64), StoreError> {
+        let check = |name: &str, size: i64| {
+            if (0..=MAX_PAGE).contains(&size) {
+                Ok(size)
+            } else {
+                Err(StoreError::Invalid(format!(
+                    "page.{name} must be between 0 and {MAX_PAGE}"
+                )))
+            }
+        };
+        let backward = self.last.is_some() || self.before.is_some();
+        if backward {
+            if self.first.is_some() || self.after.is_some() || self.offset.is_some() {
+                return Err(StoreError::Invalid(
+                    "page: use first/after/offset or last/before, not both".to_owned(),
+                ));
+            }
+            let last = check("last", self.last.unwrap_or(20))?;
+            let end = match &self.before {
+                Some(cursor) => decode_cursor(cursor)?.min(total),
+                None => total,
+            };
+            let offset = (end - last).max(0);
+            return Ok((end - offset, offset));
         }
+        let limit = check("first", self.first.unwrap_or(20))?;
         let offset = match (&self.after, self.offset) {
             (Some(cursor), _) => decode_cursor(cursor)?,
             (None, Some(offset)) if offset >= 0 => offset,
@@ -261,7 +307,6 @@ impl MetadataStore {
         page: &PageRequest,
         ascending: bool,
     ) -> Result<CompletionPage, StoreError> {
-        let (limit, offset) = page.resolve()?;
         let conditions = self.where_clause(filter);
         let where_sql = conditions.sql();
         let count_sql = format!("SELECT COUNT(*) AS n FROM completions c {where_sql}");
@@ -270,6 +315,7 @@ impl MetadataStore {
             .fetch_one(self.pool())
             .await?;
         let total_count = super::rows::int(&count_row, "n")?;
+        let (limit, offset) = page.resolve(total_count)?;
         let direction = if ascending { "ASC" } else { "DESC" };
         let list_sql = format!(
             "SELECT {COMPLETION_COLUMNS} FROM completions c {where_sql} \
@@ -283,10 +329,8 @@ impl MetadataStore {
             .iter()
             .map(Completion::from_row)
             .collect::<Result<_, _>>()?;
-        let next_offset = offset + nodes.len() as i64;
         Ok(CompletionPage {
-            has_next_page: next_offset < total_count,
-            end_cursor: (!nodes.is_empty()).then(|| encode_cursor(next_offset)),
+            position: PagePosition::of(offset, nodes.len(), total_count),
             nodes,
             total_count,
         })
@@ -298,8 +342,7 @@ impl MetadataStore {
         filter: &CompletionFilter,
         group_by: CompletionGroupBy,
         page: &PageRequest,
-    ) -> Result<(Vec<CompletionGroup>, i64, bool, Option<String>), StoreError> {
-        let (limit, offset) = page.resolve()?;
+    ) -> Result<(Vec<CompletionGroup>, i64, PagePosition), StoreError> {
         let conditions = self.where_clause(filter);
         let where_sql = conditions.sql();
         let group_expression = match group_by {
@@ -316,6 +359,7 @@ impl MetadataStore {
             .fetch_one(self.pool())
             .await?;
         let total_count = super::rows::int(&count_row, "n")?;
+        let (limit, offset) = page.resolve(total_count)?;
         let list_sql = format!(
             "SELECT {group_expression} AS group_key, COUNT(*) AS n {from_sql} \
              GROUP BY {group_expression} ORDER BY group_key LIMIT {limit} OFFSET {offset}"
@@ -333,9 +377,8 @@ impl MetadataStore {
                 })
             })
             .collect::<Result<_, StoreError>>()?;
-        let next_offset = offset + groups.len() as i64;
-        let end_cursor = (!groups.is_empty()).then(|| encode_cursor(next_offset));
-        Ok((groups, total_count, next_offset < total_count, end_cursor))
+        let position = PagePosition::of(offset, groups.len(), total_count);
+        Ok((groups, total_count, position))
     }
 
     /// Narrow a filter to one group of [`Self::list_completion_groups`].

@@ -61,7 +61,7 @@ pub use feedback::{
 };
 pub use interactions::{
     decode_cursor, encode_cursor, prompt_hash, CompletionGroup, CompletionGroupBy, CompletionPage,
-    NewInteraction, NewScore, PageRequest, ScoreStats,
+    NewInteraction, NewScore, PagePosition, PageRequest, ScoreStats,
 };
 pub use metrics::NewMetric;
 pub use models::{ComputeConfigUpdate, NewModel};

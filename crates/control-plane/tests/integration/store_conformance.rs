@@ -432,6 +432,47 @@ async fn interactions_are_inserted_exactly_once(backend: Backend) {
     store.close().await;
 }
 
+/// The same, read backwards: the last page first, then `before` each page's start cursor;
+/// returned in list order. Checks the page flags on the way.
+async fn created_at_backwards(
+    store: &MetadataStore,
+    filter: &CompletionFilter,
+    page_size: i64,
+) -> Vec<i64> {
+    let mut pages = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store
+            .list_completions(
+                filter,
+                &PageRequest {
+                    last: Some(page_size),
+                    before: before.clone(),
+                    ..PageRequest::default()
+                },
+                false,
+            )
+            .await
+            .expect("page");
+        assert_eq!(
+            page.position.has_next_page,
+            before.is_some(),
+            "later items follow"
+        );
+        pages.push(
+            page.nodes
+                .iter()
+                .map(|node| node.created_at)
+                .collect::<Vec<_>>(),
+        );
+        if !page.position.has_previous_page {
+            break;
+        }
+        before = page.position.start_cursor;
+    }
+    pages.into_iter().rev().flatten().collect()
+}
+
 /// `created_at` of every completion a filter selects, read page by page through the cursor;
 /// every page reports the same total, which is what was read.
 async fn created_at_page_by_page(
@@ -450,7 +491,7 @@ async fn created_at_page_by_page(
                 &PageRequest {
                     first: Some(page_size),
                     after: cursor.clone(),
-                    offset: None,
+                    ..PageRequest::default()
                 },
                 ascending,
             )
@@ -458,10 +499,10 @@ async fn created_at_page_by_page(
             .expect("page");
         totals.push(page.total_count);
         seen.extend(page.nodes.iter().map(|node| node.created_at));
-        if !page.has_next_page {
+        if !page.position.has_next_page {
             break;
         }
-        cursor = page.end_cursor;
+        cursor = page.position.end_cursor;
     }
     assert!(
         totals.iter().all(|total| *total == seen.len() as i64),
@@ -472,7 +513,7 @@ async fn created_at_page_by_page(
 
 /// `(model key, count)` of each model group a filter selects, after checking the group count.
 async fn model_groups(store: &MetadataStore, filter: &CompletionFilter) -> Vec<(String, i64)> {
-    let (groups, total, _, _) = store
+    let (groups, total, _) = store
         .list_completion_groups(
             filter,
             adaptive_control_plane::store::CompletionGroupBy::Model,
@@ -519,6 +560,23 @@ async fn completions_are_filtered_and_paginated(backend: Backend) {
         vec![106, 105, 104, 103, 102, 101, 100],
         "newest first, each once"
     );
+    assert_eq!(
+        created_at_backwards(&store, &base, 3).await,
+        vec![106, 105, 104, 103, 102, 101, 100],
+        "last/before walks the same order back to the start"
+    );
+    let both_ways = store
+        .list_completions(
+            &base,
+            &PageRequest {
+                first: Some(2),
+                last: Some(2),
+                ..PageRequest::default()
+            },
+            false,
+        )
+        .await;
+    assert!(matches!(both_ways, Err(StoreError::Invalid(_))));
 
     let by_model = store
         .list_completions(
@@ -574,7 +632,7 @@ async fn completions_are_filtered_and_paginated(backend: Backend) {
         model_groups(&store, &base).await,
         vec![("a".to_owned(), 4), ("b".to_owned(), 3)]
     );
-    let (prompt_groups, prompt_total, _, _) = store
+    let (prompt_groups, prompt_total, _) = store
         .list_completion_groups(
             &base,
             adaptive_control_plane::store::CompletionGroupBy::Prompt,
@@ -594,7 +652,7 @@ async fn completions_are_filtered_and_paginated(backend: Backend) {
             &PageRequest {
                 first: Some(2),
                 after: Some("garbage".to_owned()),
-                offset: None,
+                ..PageRequest::default()
             },
             false,
         )
