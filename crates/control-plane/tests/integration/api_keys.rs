@@ -1,7 +1,7 @@
 //! API keys through the management API: shown once, rotated (previous keys expire), expiring,
 //! revoked, and dead with their user; only yourself or a user admin manages a user's keys.
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::harness::{Backend, TestDatabase, TestServer};
 
@@ -15,19 +15,6 @@ async fn me_status(server: &TestServer, key: &str) -> u16 {
         .expect("request")
         .status()
         .as_u16()
-}
-
-async fn graphql_as(server: &TestServer, key: &str, query: &str, variables: Value) -> Value {
-    reqwest::Client::new()
-        .post(server.public_url("/api/graphql"))
-        .bearer_auth(key)
-        .json(&json!({"query": query, "variables": variables}))
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json")
 }
 
 async fn service_account(server: &TestServer, name: &str, role: &str) -> String {
@@ -58,13 +45,13 @@ async fn keys_rotate_expire_revoke_and_die_with_their_user() {
     assert_eq!(me_status(&server, &first).await, 200);
 
     // Rotation by the account itself: the previous key stops working at once.
-    let rotated = graphql_as(
-        &server,
-        &first,
-        CREATE_KEY,
-        json!({"input": {"user": "robot@system.adaptive.local"}}),
-    )
-    .await;
+    let rotated = server
+        .graphql_as(
+            &first,
+            CREATE_KEY,
+            json!({"input": {"user": "robot@system.adaptive.local"}}),
+        )
+        .await;
     let second = rotated["data"]["createApiKey"]["key"]
         .as_str()
         .unwrap_or_else(|| panic!("{rotated}"))
@@ -74,7 +61,7 @@ async fn keys_rotate_expire_revoke_and_die_with_their_user() {
 
     // A grace period keeps the previous key until then.
     let later = chrono::Utc::now().timestamp_millis() + 3_600_000;
-    let graceful = graphql_as(&server, &second, CREATE_KEY, json!({"input": {"user": "robot@system.adaptive.local", "expirationForPreviousKeys": later}})).await;
+    let graceful = server.graphql_as(&second, CREATE_KEY, json!({"input": {"user": "robot@system.adaptive.local", "expirationForPreviousKeys": later}})).await;
     let third = graceful["data"]["createApiKey"]["key"]
         .as_str()
         .unwrap_or_else(|| panic!("{graceful}"))
@@ -93,13 +80,13 @@ async fn keys_rotate_expire_revoke_and_die_with_their_user() {
 
     // Another non-admin may not touch robot's keys.
     let other = service_account(&server, "other", "power_user").await;
-    let refused = graphql_as(
-        &server,
-        &other,
-        "mutation { revokeApiKeys(user: \"robot@system.adaptive.local\") }",
-        json!({}),
-    )
-    .await;
+    let refused = server
+        .graphql_as(
+            &other,
+            "mutation { revokeApiKeys(user: \"robot@system.adaptive.local\") }",
+            json!({}),
+        )
+        .await;
     assert_eq!(
         refused["errors"][0]["extensions"]["code"], "permission_denied",
         "{refused}"
@@ -176,13 +163,15 @@ async fn custom_roles_take_effect_and_builtin_roles_are_fixed() {
             json!({}),
         )
         .await;
-    let projects = graphql_as(&server, &key, "{ projects { key permissions } }", json!({})).await;
+    let projects = server
+        .graphql_as(&key, "{ projects { key permissions } }", json!({}))
+        .await;
     assert_eq!(
         projects["data"]["projects"],
         json!([{"key": "shared", "permissions": ["project:read"]}]),
         "{projects}"
     );
-    let metric = graphql_as(&server, &key, "mutation { createMetric(project: \"shared\", input: {name: \"m\", kind: SCALAR}) { key } }", json!({})).await;
+    let metric = server.graphql_as(&key, "mutation { createMetric(project: \"shared\", input: {name: \"m\", kind: SCALAR}) { key } }", json!({})).await;
     assert_eq!(
         metric["errors"][0]["extensions"]["code"], "permission_denied",
         "{metric}"
@@ -191,7 +180,7 @@ async fn custom_roles_take_effect_and_builtin_roles_are_fixed() {
     server
         .graphql("mutation { updateRole(input: {role: \"viewer\", permissions: [\"project:read\", \"metric:create\"]}) { key } }", json!({}))
         .await;
-    let metric = graphql_as(&server, &key, "mutation { createMetric(project: \"shared\", input: {name: \"m\", kind: SCALAR}) { key } }", json!({})).await;
+    let metric = server.graphql_as(&key, "mutation { createMetric(project: \"shared\", input: {name: \"m\", kind: SCALAR}) { key } }", json!({})).await;
     assert!(metric["errors"].is_null(), "{metric}");
     server.stop().await;
 }

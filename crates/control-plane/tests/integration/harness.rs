@@ -181,9 +181,19 @@ impl TestServer {
 
     /// POST a GraphQL document with the admin key; returns the JSON body.
     pub async fn graphql(&self, query: &str, variables: serde_json::Value) -> serde_json::Value {
+        self.graphql_as(&self.api_key, query, variables).await
+    }
+
+    /// POST a GraphQL document with API key `key`; returns the JSON body.
+    pub async fn graphql_as(
+        &self,
+        key: &str,
+        query: &str,
+        variables: serde_json::Value,
+    ) -> serde_json::Value {
         reqwest::Client::new()
             .post(self.public_url("/api/graphql"))
-            .bearer_auth(&self.api_key)
+            .bearer_auth(key)
             .json(&serde_json::json!({"query": query, "variables": variables}))
             .send()
             .await

@@ -65,9 +65,17 @@ fn samples() -> BTreeMap<&'static str, (&'static str, Value)> {
 
 /// A body for each feedback route that an allowed caller gets past authorization with (to a
 /// 201 or a 404 for the unknown metric), naming the shared project where the rule says.
-fn feedback_samples() -> BTreeMap<&'static str, Value> {
+/// One POST per REST route whose rule names a project or a permission (the rest are public
+/// or need only authentication). Chunked uploads share one rule; opening a session samples it.
+fn rest_samples() -> BTreeMap<&'static str, Value> {
     let nil = "00000000-0000-0000-0000-000000000000";
     BTreeMap::from([
+        // Allowed calls reach routing and find no replica (503); denied ones get 403 before.
+        (
+            "/api/v1/chat/completions",
+            json!({"model": PROJECT, "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+        ("/api/v1/upload/init", json!({"total_parts_count": 1})),
         (
             "/api/v1/interactions",
             json!({"project": PROJECT, "completion": "c", "messages": [{"role": "user", "content": "q"}]}),
@@ -231,16 +239,7 @@ async fn matrix(backend: Backend) {
                 .to_owned();
             for rule in GRAPHQL_RULES {
                 let (query, variables) = &samples[rule.field];
-                let body: Value = client
-                    .post(server.public_url("/api/graphql"))
-                    .bearer_auth(&key)
-                    .json(&json!({"query": query, "variables": variables}))
-                    .send()
-                    .await
-                    .expect("request")
-                    .json()
-                    .await
-                    .expect("json");
+                let body = server.graphql_as(&key, query, variables.clone()).await;
                 let want = expected(rule.scope, |p| role.permissions.contains(p), global);
                 if want == denied(&body) {
                     failures.push(format!(
@@ -251,32 +250,7 @@ async fn matrix(backend: Backend) {
                     ));
                 }
             }
-            // The inference route: model:use on the project. Allowed calls reach routing and
-            // find no replica (503); denied ones get 403 before.
-            let response = client
-                .post(server.public_url("/api/v1/chat/completions"))
-                .bearer_auth(&key)
-                .json(&json!({"model": PROJECT, "messages": [{"role": "user", "content": "hi"}]}))
-                .send()
-                .await
-                .expect("request");
-            let want = expected(
-                Scope::Project(
-                    adaptive_control_plane::auth::policy::INFERENCE_PERMISSION,
-                    "model",
-                ),
-                |p| role.permissions.contains(p),
-                global,
-            );
-            if want == (response.status() == 403) {
-                failures.push(format!(
-                    "{backend:?} {} in {placement}: chat/completions expected {} got {}",
-                    role.key,
-                    if want { "allowed" } else { "403" },
-                    response.status()
-                ));
-            }
-            for (path, body) in feedback_samples() {
+            for (path, body) in rest_samples() {
                 let rule = REST_RULES
                     .iter()
                     .find(|rule| rule.path == path)
@@ -297,27 +271,6 @@ async fn matrix(backend: Backend) {
                         response.status()
                     ));
                 }
-            }
-            // Chunked uploads: every route has the same rule; opening a session samples it.
-            let rule = REST_RULES
-                .iter()
-                .find(|rule| rule.path == "/api/v1/upload/init")
-                .expect("a rule for uploads");
-            let response = client
-                .post(server.public_url("/api/v1/upload/init"))
-                .bearer_auth(&key)
-                .json(&json!({"total_parts_count": 1}))
-                .send()
-                .await
-                .expect("request");
-            let want = expected(rule.scope, |p| role.permissions.contains(p), global);
-            if want == (response.status() == 403) {
-                failures.push(format!(
-                    "{backend:?} {} in {placement}: upload/init expected {} got {}",
-                    role.key,
-                    if want { "allowed" } else { "403" },
-                    response.status()
-                ));
             }
         }
     }
