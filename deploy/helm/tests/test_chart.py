@@ -517,6 +517,53 @@ def test_pool_volumes_shm_cache_and_probes(guide):
         assert ann["prometheus.io/scrape"] == "adaptive" and ann["prometheus.io/port"] == "50053"
 
 
+GiB = 2**30
+
+
+@pytest.mark.parametrize(
+    "cache, volume_bytes, budget",
+    [
+        ({}, None, None),  # the default: an emptyDir without sizeLimit
+        ({"type": "persistentVolumeClaim", "size": "500Gi"}, 500 * GiB, 500 * GiB * 90 // 100),
+        ({"type": "persistentVolumeClaim", "size": "2T", "modelCacheBudgetPercent": 80}, 2 * 10**12, 2 * 10**12 * 80 // 100),
+        ({"type": "emptyDir", "sizeLimit": "100Gi"}, 100 * GiB, 100 * GiB * 90 // 100),
+        ({"type": "emptyDir", "sizeLimit": 1000000}, 10**6, 900000),
+        ({"type": "hostPath"}, None, None),
+    ],
+    ids=["default", "pvc", "pvc-percent", "emptydir", "bytes", "hostpath"],
+)
+def test_model_cache_budget_is_a_fraction_of_the_cache_volume(cache, volume_bytes, budget):
+    r = render(values={"harmony": {"cloudCache": cache, "computePool": [{"name": "dev", "gpusPerReplica": 1}]}})
+    validate(r)
+    env = env_map(container(r.get("StatefulSet", sts_name("dev"))))
+    if budget is None:
+        assert "HARMONY_SETTING_MODEL_CACHE_BUDGET" not in env
+        return
+    assert env["HARMONY_SETTING_MODEL_CACHE_BUDGET"] == str(budget)
+    assert int(env["HARMONY_SETTING_MODEL_CACHE_BUDGET"]) < volume_bytes
+
+
+def test_model_cache_budget_set_explicitly_or_by_the_pool():
+    r = render(
+        values={
+            "harmony": {
+                "cloudCache": {"type": "persistentVolumeClaim", "size": "1Ti", "modelCacheBudget": "700Gi"},
+                "computePool": [{"name": "a"}, {"name": "b", "extraEnvVars": {"HARMONY_SETTING_MODEL_CACHE_BUDGET": "300Gi"}}],
+            }
+        }
+    )
+    validate(r)
+    assert env_map(container(r.get("StatefulSet", sts_name("a"))))["HARMONY_SETTING_MODEL_CACHE_BUDGET"] == "700Gi"
+    b = container(r.get("StatefulSet", sts_name("b")))
+    assert [e.get("value") for e in b["env"] if e["name"] == "HARMONY_SETTING_MODEL_CACHE_BUDGET"] == ["300Gi"]
+
+
+@pytest.mark.parametrize("size", ["1.5Ti", "10Gb", "500m"])
+def test_model_cache_budget_refuses_sizes_it_cannot_read(size):
+    err = render_fails(values={"harmony": {"cloudCache": {"type": "persistentVolumeClaim", "size": size}, "computePool": [{"name": "dev"}]}})
+    assert "model cache budget" in err and size in err
+
+
 def test_efa_pool_image_and_devices(guide):
     sts = guide.get("StatefulSet", sts_name("efa-training-pool"))
     c = container(sts)

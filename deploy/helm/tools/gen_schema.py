@@ -162,6 +162,8 @@ SCHEMA = {
                         "hostPath": S,
                         "storageClassName": S,
                         "size": QTY,
+                        "modelCacheBudget": QTY,
+                        "modelCacheBudgetPercent": {"type": "integer", "minimum": 1, "maximum": 100},
                     }
                 ),
                 "serviceAccount": SERVICE_ACCOUNT,

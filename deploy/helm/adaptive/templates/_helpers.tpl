@@ -293,3 +293,46 @@ imagePullSecrets:
 {{- define "adaptive.redis.inChartUrl" -}}
 {{- printf "redis://%s:%d/0" (include "adaptive.redis.fullname" .) (int .Values.redis.port) -}}
 {{- end -}}
+
+{{/*
+A Kubernetes quantity as bytes: an integer with an optional suffix (Ki Mi Gi Ti Pi, or k K M G T P
+for powers of 1000). Anything else (decimals, exponents, milli) fails with a message.
+*/}}
+{{- define "adaptive.quantityBytes" -}}
+{{- $quantity := toString . -}}
+{{- if and (kindIs "float64" .) (eq (float64 (int64 .)) .) -}}
+{{- /* YAML numbers arrive as floats: 1000000 would print as 1e+06 */ -}}
+{{- $quantity = printf "%d" (int64 .) -}}
+{{- end -}}
+{{- $digits := regexFind "^[0-9]+" $quantity -}}
+{{- $suffix := trimPrefix $digits $quantity -}}
+{{- $units := dict "" 1 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 "Pi" 1125899906842624 "k" 1000 "K" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 "P" 1000000000000000 -}}
+{{- if or (not $digits) (not (hasKey $units $suffix)) -}}
+{{- fail (printf "harmony.cloudCache: cannot turn the size %q into bytes for the model cache budget: write an integer with an optional Ki/Mi/Gi/Ti/Pi or K/M/G/T/P suffix, or set harmony.cloudCache.modelCacheBudget" $quantity) -}}
+{{- end -}}
+{{- mul (atoi $digits) (get $units $suffix) -}}
+{{- end -}}
+
+{{/*
+HARMONY_SETTING_MODEL_CACHE_BUDGET from harmony.cloudCache (passed as the context):
+modelCacheBudget when set; otherwise modelCacheBudgetPercent of the volume's size in bytes (size
+for persistentVolumeClaim, sizeLimit for emptyDir); otherwise empty (harmony's default).
+*/}}
+{{- define "adaptive.harmony.modelCacheBudget" -}}
+{{- $cache := . -}}
+{{- if $cache.modelCacheBudget -}}
+{{- toString $cache.modelCacheBudget -}}
+{{- else -}}
+{{- $size := "" -}}
+{{- if eq $cache.type "persistentVolumeClaim" -}}
+{{- $size = $cache.size -}}
+{{- else if eq $cache.type "emptyDir" -}}
+{{- $size = $cache.sizeLimit -}}
+{{- end -}}
+{{- if $size -}}
+{{- $bytes := include "adaptive.quantityBytes" $size | int64 -}}
+{{- $percent := default 90 $cache.modelCacheBudgetPercent | int64 -}}
+{{- div (mul $bytes $percent) 100 -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
