@@ -7,10 +7,12 @@
 //!
 //! - [`kv_cache`]: the block allocator with refcounted, LRU-evicted prefix caching;
 //! - [`sampler`]: logits row → next token (penalties, temperature, top-k/p, min-p, logprobs);
+//! - [`constraint`]: the caller's mask over the next token (forced tool calls, structured output);
 //! - [`scheduler`]: continuous batching, chunked prefill, preemption by recomputation;
 //! - [`engine`]: the scheduler as an actor on its own thread, with a clonable handle;
 //! - [`fake`]: a deterministic executor that really reads its context through the block table.
 
+pub mod constraint;
 pub mod engine;
 pub mod executor;
 pub mod fake;
@@ -18,6 +20,7 @@ pub mod kv_cache;
 pub mod sampler;
 pub mod scheduler;
 
+pub use constraint::TokenConstraint;
 pub use engine::{Engine, SequenceStream};
 pub use executor::{ExecutorError, ForwardBatch, KvGeometry, ModelExecutor, SequenceChunk};
 pub use sampler::{SamplingParams, TokenLogprobs};

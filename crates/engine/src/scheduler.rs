@@ -32,6 +32,7 @@ use std::hash::{BuildHasher, Hasher};
 
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::constraint::TokenConstraint;
 use crate::executor::{ForwardBatch, ModelExecutor, SequenceChunk};
 use crate::kv_cache::{BlockAllocator, BlockHash};
 use crate::sampler::{Sampler, SamplingParams, TokenLogprobs};
@@ -64,10 +65,23 @@ impl SchedulerConfig {
 }
 
 /// A validated generation request in token space.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct GenerateRequest {
     pub prompt_tokens: Vec<u32>,
     pub params: SamplingParams,
+    /// Restricts the tokens the sequence may produce (see [`crate::constraint`]).
+    pub constraint: Option<Box<dyn TokenConstraint>>,
+}
+
+impl GenerateRequest {
+    /// An unconstrained request.
+    pub fn new(prompt_tokens: Vec<u32>, params: SamplingParams) -> Self {
+        Self {
+            prompt_tokens,
+            params,
+            constraint: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -173,6 +187,7 @@ struct Sequence {
     /// Chained hashes of the leading full blocks registered in (or taken from) the prefix cache.
     block_hashes: Vec<BlockHash>,
     sampler: Sampler,
+    constraint: Option<Box<dyn TokenConstraint>>,
     events: UnboundedSender<SequenceEvent>,
     cached_prompt_tokens: Option<usize>,
 }
@@ -305,6 +320,7 @@ impl Scheduler {
             block_table: Vec::new(),
             block_hashes: Vec::new(),
             sampler: Sampler::new(request.params, seed_hasher.finish()),
+            constraint: request.constraint,
             events,
             cached_prompt_tokens: None,
         };
@@ -572,7 +588,14 @@ impl Scheduler {
                 finished.push((sequence.id, None));
                 continue;
             };
+            if let Some(constraint) = &sequence.constraint {
+                constraint.mask_logits(&mut row);
+            }
             let (token_id, logprobs) = sequence.sampler.sample(&mut row, &sequence.tokens);
+            let constraint_complete = sequence.constraint.as_mut().is_some_and(|constraint| {
+                constraint.accept(token_id);
+                constraint.is_complete()
+            });
             sequence.tokens.push(token_id);
             self.stats.generated_tokens += 1;
             let _ = sequence
@@ -581,15 +604,16 @@ impl Scheduler {
 
             let params = sequence.sampler.params();
             let is_eos = !params.ignore_eos && self.config.eos_token_ids.contains(&token_id);
-            let finish_reason = if is_eos || params.stop_token_ids.contains(&token_id) {
-                Some(FinishReason::Stop)
-            } else if sequence.generated() >= params.max_tokens
-                || sequence.tokens.len() >= capacity_tokens
-            {
-                Some(FinishReason::Length)
-            } else {
-                None
-            };
+            let finish_reason =
+                if is_eos || constraint_complete || params.stop_token_ids.contains(&token_id) {
+                    Some(FinishReason::Stop)
+                } else if sequence.generated() >= params.max_tokens
+                    || sequence.tokens.len() >= capacity_tokens
+                {
+                    Some(FinishReason::Length)
+                } else {
+                    None
+                };
             if let Some(reason) = finish_reason {
                 finished.push((sequence.id, Some(reason)));
             }

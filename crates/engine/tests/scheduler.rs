@@ -4,7 +4,7 @@
 use adaptive_engine::fake::{FakeExecutor, FakeModelSpec};
 use adaptive_engine::{
     Engine, EngineError, FinishReason, GenerateRequest, KvGeometry, SamplingParams, Scheduler,
-    SchedulerConfig, SequenceEvent,
+    SchedulerConfig, SequenceEvent, TokenConstraint,
 };
 use proptest::prelude::*;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
@@ -30,6 +30,7 @@ fn greedy(prompt_tokens: Vec<u32>, max_tokens: usize) -> GenerateRequest {
     GenerateRequest {
         prompt_tokens,
         params: SamplingParams::greedy(max_tokens),
+        constraint: None,
     }
 }
 
@@ -257,6 +258,7 @@ fn finish_reasons_follow_eos_stop_tokens_and_max_tokens() {
                 stop_token_ids: vec![stop_token],
                 ..SamplingParams::greedy(10)
             },
+            constraint: None,
         },
     );
     let mut limited = submit(&mut scheduler, greedy(prompt(3, 8), 3));
@@ -286,6 +288,76 @@ fn finish_reasons_follow_eos_stop_tokens_and_max_tokens() {
     );
 }
 
+/// Allows only `script[n]` as the n-th generated token; complete after the whole script.
+#[derive(Debug)]
+struct ScriptConstraint {
+    script: Vec<u32>,
+    accepted: Vec<u32>,
+}
+
+impl TokenConstraint for ScriptConstraint {
+    fn mask_logits(&self, logits: &mut [f32]) {
+        let allowed = self.script.get(self.accepted.len()).copied();
+        for (token, logit) in logits.iter_mut().enumerate() {
+            if Some(token as u32) != allowed {
+                *logit = f32::NEG_INFINITY;
+            }
+        }
+    }
+
+    fn accept(&mut self, token: u32) {
+        self.accepted.push(token);
+    }
+
+    fn is_complete(&self) -> bool {
+        self.accepted.len() >= self.script.len()
+    }
+}
+
+#[test]
+fn a_constraint_picks_the_tokens_and_ends_the_sequence_when_complete() {
+    let free_run = generate_alone(prompt(4, 8), 6);
+    // Tokens the unconstrained model would not pick next, in both greedy and seeded sampling.
+    let script: Vec<u32> = (1..64)
+        .filter(|token| !free_run.contains(token))
+        .take(3)
+        .collect();
+    for params in [
+        SamplingParams::greedy(10),
+        SamplingParams {
+            temperature: 1.5,
+            seed: Some(7),
+            max_tokens: 10,
+            ..SamplingParams::default()
+        },
+    ] {
+        let mut scheduler = scheduler_with(64, 4, SchedulerConfig::for_test());
+        let mut constrained = submit(
+            &mut scheduler,
+            GenerateRequest {
+                prompt_tokens: prompt(4, 8),
+                params,
+                constraint: Some(Box::new(ScriptConstraint {
+                    script: script.clone(),
+                    accepted: Vec::new(),
+                })),
+            },
+        );
+        let mut free = submit(&mut scheduler, greedy(prompt(4, 8), 6));
+        run_to_completion(&mut scheduler);
+        let (tokens, last) = constrained.drain();
+        assert_eq!(tokens, script);
+        assert!(
+            matches!(last, Some(SequenceEvent::Finished(s)) if s.finish_reason == FinishReason::Stop && s.completion_tokens == 3)
+        );
+        assert_eq!(
+            free.drain().0,
+            free_run,
+            "the batch companion is unconstrained"
+        );
+    }
+}
+
 #[test]
 fn seeded_sampling_is_reproducible_regardless_of_batch_companions() {
     let sampled = |companions: u32| {
@@ -304,6 +376,7 @@ fn seeded_sampling_is_reproducible_regardless_of_batch_companions() {
                     max_tokens: 16,
                     ..SamplingParams::default()
                 },
+                constraint: None,
             },
         );
         run_to_completion(&mut scheduler);

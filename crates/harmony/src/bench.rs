@@ -95,6 +95,7 @@ impl Bench {
                             ignore_eos: true,
                             ..SamplingParams::greedy(max_tokens)
                         },
+                        constraint: None,
                     })
                     .await?;
                 let mut token_times = Vec::new();
