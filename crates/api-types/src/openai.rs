@@ -243,12 +243,27 @@ pub struct FunctionCall {
     pub arguments: String,
 }
 
-/// A tool call in a streamed `delta`: the call with its position in the message's list.
+/// A tool call in a streamed `delta`, as OpenAI streams it: the first chunk of a call carries
+/// its `id`, `type` and `function.name` with `arguments: ""`; later chunks carry only `index` and
+/// a fragment of `function.arguments`, to be appended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ToolCallChunk {
+    /// The call's position in the message's `tool_calls`.
     pub index: u32,
-    #[serde(flatten)]
-    pub call: ToolCall,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `function` on a call's first chunk.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    pub function: FunctionCallChunk,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionCallChunk {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -75,6 +75,10 @@ impl TextTokenizer for CandleTokenizer {
         Ok(ids)
     }
 
+    fn vocab_size(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
+    }
+
     fn decode(&self, tokens: &[u32]) -> Result<String, ModelError> {
         self.tokenizer
             .decode(tokens, true)

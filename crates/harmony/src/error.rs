@@ -27,12 +27,25 @@ pub enum HarmonyError {
     ModelLoading(String),
     #[error("this replica is draining and takes no new requests")]
     Draining,
+    /// `tool_choice` required a call and the reply did not complete one (max_tokens ran out, or
+    /// a stop string cut it).
+    #[error("tool_choice requires a tool call, but {0}")]
+    ToolCallIncomplete(ToolCallIncomplete),
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Why a required tool call is not complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ToolCallIncomplete {
+    #[error("max_tokens ran out before the call's arguments were a complete JSON object; raise max_tokens")]
+    MaxTokens,
+    #[error("the reply stopped (at a stop sequence) before the call's arguments were a complete JSON object")]
+    Stopped,
 }
 
 impl HarmonyError {
@@ -51,6 +64,7 @@ impl HarmonyError {
             HarmonyError::ModelConflict { .. } => ErrorCode::Conflict,
             HarmonyError::ModelLoading(_) => ErrorCode::ModelNotOnline,
             HarmonyError::Draining => ErrorCode::Unavailable,
+            HarmonyError::ToolCallIncomplete(_) => ErrorCode::InvalidRequest,
             HarmonyError::Engine(error) => match error {
                 EngineError::EmptyPrompt | EngineError::InvalidRequest(_) => {
                     ErrorCode::InvalidRequest
@@ -73,6 +87,8 @@ impl HarmonyError {
             HarmonyError::InvalidParameter { param, .. } => *param,
             HarmonyError::ContextLengthExceeded { .. } => Some("messages"),
             HarmonyError::ModelNotFound(_) => Some("model"),
+            HarmonyError::ToolCallIncomplete(ToolCallIncomplete::MaxTokens) => Some("max_tokens"),
+            HarmonyError::ToolCallIncomplete(ToolCallIncomplete::Stopped) => Some("stop"),
             _ => None,
         }
     }

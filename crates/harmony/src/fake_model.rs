@@ -70,6 +70,10 @@ impl TextTokenizer for ByteTokenizer {
         Ok(bos.into_iter().chain(text.bytes().map(u32::from)).collect())
     }
 
+    fn vocab_size(&self) -> usize {
+        VOCAB_SIZE
+    }
+
     fn decode(&self, tokens: &[u32]) -> Result<String, ModelError> {
         let bytes: Vec<u8> = tokens
             .iter()

@@ -7,14 +7,16 @@
 use std::collections::VecDeque;
 
 use adaptive_api_types::openai::Usage;
-use adaptive_engine::{FinishReason, GenerateRequest, SequenceEvent, SequenceStream};
+use adaptive_engine::{
+    FinishReason, GenerateRequest, SequenceEvent, SequenceStream, TokenConstraint,
+};
 use tokio::time::Instant;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::detokenize::{IncrementalDecoder, StopStringFilter};
 use crate::error::HarmonyError;
 use crate::metrics::Metrics;
-use crate::validate::ValidGenerateRequest;
+use crate::validate::{ToolCallMode, ValidGenerateRequest};
 
 /// The chosen token and its alternatives, as text.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,9 +63,14 @@ impl TextStream {
         in_flight: TaskTrackerToken,
     ) -> Result<Self, HarmonyError> {
         let submitted_at = Instant::now();
+        let constraint: Option<Box<dyn TokenConstraint>> = match &request.tool_calls {
+            ToolCallMode::Forced(forced) => Some(Box::new(forced.constraint())),
+            ToolCallMode::Off | ToolCallMode::Parse => None,
+        };
         let engine_request = GenerateRequest {
             prompt_tokens: request.prompt_tokens.clone(),
             params: request.params.clone(),
+            constraint,
         };
         let sequence = match request.model.engine.submit(engine_request).await {
             Ok(sequence) => sequence,

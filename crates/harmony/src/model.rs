@@ -44,6 +44,8 @@ pub trait TextTokenizer: Send + Sync {
     /// Decodes ids to text, skipping special tokens. Incomplete UTF-8 at the end decodes to
     /// U+FFFD; [`crate::detokenize::IncrementalDecoder`] relies on that to hold text back.
     fn decode(&self, tokens: &[u32]) -> Result<String, ModelError>;
+    /// Token ids are `0..vocab_size()`, added tokens included.
+    fn vocab_size(&self) -> usize;
 }
 
 /// Renders a conversation into the prompt text the model was trained on.

@@ -10,6 +10,7 @@ use crate::config::EngineSettings;
 use crate::error::HarmonyError;
 use crate::metrics::{Metrics, ModelLabels};
 use crate::model::{ChatTemplate, ModelInfo, ModelLoader, TextTokenizer};
+use crate::tool_calls::forced::{ForcedFunction, ForcedToolCall, TokenTexts, ToolCallFormat};
 
 /// One loaded model with its engine.
 pub struct ServedModel {
@@ -22,6 +23,10 @@ pub struct ServedModel {
     pub chat_template: Arc<dyn ChatTemplate>,
     pub info: ModelInfo,
     pub labels: ModelLabels,
+    /// How this model writes tool calls (from its chat template).
+    pub tool_call_format: ToolCallFormat,
+    /// Each token's text, for the forced tool-call constraint.
+    token_texts: Arc<TokenTexts>,
     /// Stats at the previous `/metrics` scrape, to advance counters by the difference.
     last_reported_stats: Mutex<SchedulerStats>,
 }
@@ -45,6 +50,19 @@ impl ServedModel {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         metrics.record_scheduler_stats(&self.labels, &previous, &current);
         *previous = current;
+    }
+
+    /// Prepares a forced call to one of `functions` (see [`crate::tool_calls::forced`]).
+    pub fn forced_tool_call(
+        &self,
+        functions: &[ForcedFunction],
+    ) -> Result<ForcedToolCall, HarmonyError> {
+        Ok(ForcedToolCall::prepare(
+            self.tool_call_format,
+            functions,
+            self.tokenizer.as_ref(),
+            Arc::clone(&self.token_texts),
+        )?)
     }
 
     pub fn online_view(&self) -> OnlineModel {
@@ -138,6 +156,17 @@ impl ModelRegistry {
             .map_err(|error| {
                 HarmonyError::Internal(format!("model loading panicked: {error}"))
             })??;
+        let tokenizer = Arc::clone(&loaded.tokenizer);
+        let chat_template = Arc::clone(&loaded.chat_template);
+        let (token_texts, tool_call_format) = tokio::task::spawn_blocking(move || {
+            let token_texts = TokenTexts::build(tokenizer.as_ref())?;
+            Ok::<_, crate::model::ModelError>((
+                token_texts,
+                ToolCallFormat::detect(chat_template.as_ref()),
+            ))
+        })
+        .await
+        .map_err(|error| HarmonyError::Internal(format!("model loading panicked: {error}")))??;
         let scheduler_config = SchedulerConfig {
             max_running_sequences: self.settings.max_running_sequences,
             max_batched_tokens: self.settings.max_batched_tokens,
@@ -165,6 +194,8 @@ impl ModelRegistry {
                 model: request.key.clone(),
             },
             last_reported_stats: Mutex::new(SchedulerStats::default()),
+            tool_call_format,
+            token_texts: Arc::new(token_texts),
         }))
     }
 

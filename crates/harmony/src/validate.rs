@@ -12,6 +12,7 @@ use adaptive_engine::SamplingParams;
 
 use crate::error::HarmonyError;
 use crate::models::ServedModel;
+use crate::tool_calls::forced::{ArgumentSchema, ForcedFunction, ForcedToolCall};
 
 /// OpenAI's limits.
 const MAX_STOP_SEQUENCES: usize = 4;
@@ -27,8 +28,28 @@ pub struct ValidGenerateRequest {
     pub stop_strings: Vec<String>,
     /// The prompt text, for completions with `echo`.
     pub echo_text: Option<String>,
-    /// Whether tools were offered, so calls are parsed out of the reply.
-    pub parse_tool_calls: bool,
+    /// What to do about tool calls in the reply.
+    pub tool_calls: ToolCallMode,
+}
+
+/// How a request's `tools` and `tool_choice` shape the reply.
+#[derive(Debug, Clone)]
+pub enum ToolCallMode {
+    /// No tools offered, or `tool_choice: "none"`: the reply is plain content.
+    Off,
+    /// `tool_choice: "auto"` (the default): calls the model writes are parsed out of the reply.
+    Parse,
+    /// `"required"` or a named function: the reply is made to be a call to one of these tools;
+    /// the forced opener's tokens are already at the end of `prompt_tokens`.
+    Forced(ForcedToolCall),
+}
+
+/// A valid `tool_choice` other than `"none"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ToolChoice {
+    Auto,
+    Required,
+    Function(String),
 }
 
 pub fn validate_chat(
@@ -71,13 +92,37 @@ pub fn validate_chat(
         }
         _ => None,
     };
-    let tools = offered_tools(request)?;
-    let prompt_text = model
-        .chat_template
-        .render(&request.messages, tools.as_ref(), true)?;
-    let prompt_tokens = model
+    let offered = offered_tools(request)?;
+    let prompt_text = model.chat_template.render(
+        &request.messages,
+        offered.as_ref().map(|(tools, _)| tools),
+        true,
+    )?;
+    let mut prompt_tokens = model
         .tokenizer
         .encode(&prompt_text, !model.info.template_adds_bos)?;
+    let tool_calls = match offered {
+        None => ToolCallMode::Off,
+        Some((_, ToolChoice::Auto)) => ToolCallMode::Parse,
+        Some((tools, ToolChoice::Required | ToolChoice::Function(_))) => {
+            let functions: Vec<ForcedFunction> = tools
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|tool| {
+                    Some(ForcedFunction {
+                        name: tool_name(tool)?,
+                        arguments: ArgumentSchema::from_parameters(
+                            tool.pointer("/function/parameters"),
+                        ),
+                    })
+                })
+                .collect();
+            let forced = model.forced_tool_call(&functions)?;
+            prompt_tokens.extend_from_slice(&forced.prefix_tokens);
+            ToolCallMode::Forced(forced)
+        }
+    };
     let max_tokens = request.max_completion_tokens.or(request.max_tokens);
     let params = sampling_params(
         &model,
@@ -93,18 +138,33 @@ pub fn validate_chat(
         prompt_tokens,
         params,
         echo_text: None,
-        parse_tool_calls: tools.is_some(),
+        tool_calls,
     })
 }
 
-/// The tools the chat template gets: none for `tool_choice: "none"` or an empty list, only the
-/// named one for `tool_choice: {"type": "function", "function": {"name": ..}}`, else all.
-/// `"required"` is accepted like `"auto"`: nothing forces the model to call.
+fn tool_name(tool: &serde_json::Value) -> Option<String> {
+    tool.pointer("/function/name")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned)
+}
+
+/// The tools the chat template gets, with the choice among them: none for `tool_choice: "none"`
+/// or an empty list; only the named one for `{"type": "function", "function": {"name": ..}}`;
+/// else all.
 fn offered_tools(
     request: &ChatCompletionRequest,
-) -> Result<Option<serde_json::Value>, HarmonyError> {
+) -> Result<Option<(serde_json::Value, ToolChoice)>, HarmonyError> {
     let Some(tools) = &request.tools else {
-        return Ok(None);
+        return match &request.tool_choice {
+            None => Ok(None),
+            Some(serde_json::Value::String(choice)) if choice == "none" || choice == "auto" => {
+                Ok(None)
+            }
+            Some(_) => Err(HarmonyError::invalid(
+                "tool_choice",
+                "tool_choice requires tools",
+            )),
+        };
     };
     let Some(list) = tools.as_array() else {
         return Err(HarmonyError::invalid(
@@ -112,27 +172,26 @@ fn offered_tools(
             "tools must be an array of function tools",
         ));
     };
-    let tool_name = |tool: &serde_json::Value| {
-        tool.pointer("/function/name")
-            .and_then(serde_json::Value::as_str)
-            .map(str::to_owned)
-    };
     if list.iter().any(|tool| tool_name(tool).is_none()) {
         return Err(HarmonyError::invalid(
             "tools",
             "every tool must be {\"type\": \"function\", \"function\": {\"name\": ..}}",
         ));
     }
-    match &request.tool_choice {
-        _ if list.is_empty() => Ok(None),
-        None => Ok(Some(tools.clone())),
+    let choice = match &request.tool_choice {
+        None => ToolChoice::Auto,
         Some(serde_json::Value::String(choice)) => match choice.as_str() {
-            "none" => Ok(None),
-            "auto" | "required" => Ok(Some(tools.clone())),
-            other => Err(HarmonyError::invalid(
-                "tool_choice",
-                format!("tool_choice must be none, auto, required or a function, not '{other}'"),
-            )),
+            "none" => return Ok(None),
+            "auto" => ToolChoice::Auto,
+            "required" => ToolChoice::Required,
+            other => {
+                return Err(HarmonyError::invalid(
+                    "tool_choice",
+                    format!(
+                        "tool_choice must be none, auto, required or a function, not '{other}'"
+                    ),
+                ))
+            }
         },
         Some(choice) => {
             let wanted = choice
@@ -141,20 +200,33 @@ fn offered_tools(
                 .ok_or_else(|| {
                     HarmonyError::invalid("tool_choice", "tool_choice names no function")
                 })?;
-            let named: Vec<serde_json::Value> = list
-                .iter()
-                .filter(|tool| tool_name(tool).as_deref() == Some(wanted))
-                .cloned()
-                .collect();
-            if named.is_empty() {
-                return Err(HarmonyError::invalid(
-                    "tool_choice",
-                    format!("tool_choice names '{wanted}', which is not among the tools"),
-                ));
-            }
-            Ok(Some(serde_json::Value::Array(named)))
+            ToolChoice::Function(wanted.to_owned())
         }
+    };
+    if list.is_empty() {
+        return match choice {
+            ToolChoice::Auto => Ok(None),
+            _ => Err(HarmonyError::invalid(
+                "tool_choice",
+                "tool_choice requires a call, but tools is empty",
+            )),
+        };
     }
+    let ToolChoice::Function(wanted) = &choice else {
+        return Ok(Some((tools.clone(), choice)));
+    };
+    let named: Vec<serde_json::Value> = list
+        .iter()
+        .filter(|tool| tool_name(tool).as_deref() == Some(wanted.as_str()))
+        .cloned()
+        .collect();
+    if named.is_empty() {
+        return Err(HarmonyError::invalid(
+            "tool_choice",
+            format!("tool_choice names '{wanted}', which is not among the tools"),
+        ));
+    }
+    Ok(Some((serde_json::Value::Array(named), choice)))
 }
 
 pub fn validate_completion(
@@ -209,7 +281,7 @@ pub fn validate_completion(
         model,
         prompt_tokens,
         params,
-        parse_tool_calls: false,
+        tool_calls: ToolCallMode::Off,
     })
 }
 

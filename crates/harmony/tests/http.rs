@@ -1,7 +1,7 @@
 //! Harmony over HTTP, in-process on port 0, with the fake model (`fake://`): the OpenAI
 //! surface, validation errors, streaming, cancellation, metrics, registration and drain. Then the
-//! real SmolLM2 from a local file (`real_model`) and from the model registry on S3
-//! (`registry_model`).
+//! real SmolLM2 from a local file (`real_model`), from the model registry on S3
+//! (`registry_model`), and made to call tools (`tool_calls`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -835,7 +835,7 @@ mod real_model {
         Some(path)
     }
 
-    async fn start_real(config: HarmonyConfig) -> Option<TestHarmony> {
+    pub(crate) async fn start_real(config: HarmonyConfig) -> Option<TestHarmony> {
         let path = model_path()?;
         let model = SpawnModel {
             key: REAL.to_owned(),
@@ -943,3 +943,6 @@ mod real_model {
 
 #[path = "http/registry_model.rs"]
 mod registry_model;
+
+#[path = "http/tool_calls.rs"]
+mod tool_calls;

@@ -8,8 +8,8 @@ use std::convert::Infallible;
 use adaptive_api_types::openai::{
     AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
     ChatCompletionRequest, ChatDelta, ChatLogprobs, Completion, CompletionChoice,
-    CompletionLogprobs, CompletionRequest, FunctionCall, TokenLogprob, ToolCall, ToolCallChunk,
-    TopLogprob, Usage,
+    CompletionLogprobs, CompletionRequest, FunctionCall, FunctionCallChunk, TokenLogprob, ToolCall,
+    ToolCallChunk, TopLogprob, Usage,
 };
 use axum::extract::State;
 use axum::response::sse::{Event, Sse};
@@ -19,9 +19,10 @@ use futures::Stream;
 use super::error::ApiError;
 use super::json::AppJson;
 use super::AppState;
+use crate::error::{HarmonyError, ToolCallIncomplete};
 use crate::generate::{TextEvent, TextStream, TokenLogprobText};
-use crate::tool_calls::{parse_tool_calls, ParsedToolCall, ToolCallFilter};
-use crate::validate::{validate_chat, validate_completion};
+use crate::tool_calls::{StreamedCall, ToolCallDelta, ToolCallStreamer};
+use crate::validate::{validate_chat, validate_completion, ToolCallMode};
 
 pub async fn chat_completions(
     State(state): State<AppState>,
@@ -30,7 +31,7 @@ pub async fn chat_completions(
     let in_flight = state.admit()?;
     let model = state.models.get(&request.model)?;
     let valid = validate_chat(model, &request)?;
-    let format = ChatFormat::new(&request.model, valid.parse_tool_calls);
+    let format = ChatFormat::new(&request.model, &valid.tool_calls);
     let stream = TextStream::start(valid, state.metrics.clone(), in_flight).await?;
     if request.stream {
         let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
@@ -66,20 +67,21 @@ trait WireFormat: Send + 'static {
     type Response: serde::Serialize;
     /// Events sent before any token (chat: the assistant role).
     fn opening(&self, stream: &TextStream) -> Vec<serde_json::Value>;
-    /// The chunk for newly generated text; None when there is nothing to send yet.
-    fn delta(&mut self, text: String, logprobs: &[TokenLogprobText]) -> Option<serde_json::Value>;
-    /// The chunks that end the choice (chat: held-back tool calls, then the finish reason).
-    fn finish(&mut self, finish_reason: &str) -> Vec<serde_json::Value>;
+    /// The chunks for newly generated text; none when there is nothing to send yet.
+    fn delta(&mut self, text: String, logprobs: &[TokenLogprobText]) -> Vec<serde_json::Value>;
+    /// The chunks that end the choice (chat: held-back text and tool calls, then the finish
+    /// reason); an error when the reply breaks a promise of the request (a required tool call).
+    fn finish(&mut self, finish_reason: &str) -> Result<Vec<serde_json::Value>, HarmonyError>;
     fn usage(&self, usage: Usage) -> serde_json::Value;
     fn response(
-        &self,
+        &mut self,
         text: String,
         logprobs: Vec<TokenLogprobText>,
         finish_reason: &str,
         usage: Usage,
-    ) -> Self::Response;
+    ) -> Result<Self::Response, HarmonyError>;
 
-    async fn collect(self, mut stream: TextStream) -> Result<Self::Response, ApiError>
+    async fn collect(mut self, mut stream: TextStream) -> Result<Self::Response, ApiError>
     where
         Self: Sized,
     {
@@ -98,7 +100,7 @@ trait WireFormat: Send + 'static {
                     finish_reason,
                     usage,
                 } => {
-                    return Ok(self.response(text, all_logprobs, finish_reason.as_str(), usage));
+                    return Ok(self.response(text, all_logprobs, finish_reason.as_str(), usage)?);
                 }
             }
         }
@@ -147,7 +149,7 @@ fn sse_events<F: WireFormat>(
             }
             match state.stream.next().await {
                 Some(Ok(TextEvent::Delta { text, logprobs })) => {
-                    if let Some(chunk) = state.format.delta(text, &logprobs) {
+                    for chunk in state.format.delta(text, &logprobs) {
                         state.pending.push_back(json_event(&chunk));
                     }
                 }
@@ -155,8 +157,20 @@ fn sse_events<F: WireFormat>(
                     finish_reason,
                     usage,
                 })) => {
-                    for chunk in state.format.finish(finish_reason.as_str()) {
-                        state.pending.push_back(json_event(&chunk));
+                    match state.format.finish(finish_reason.as_str()) {
+                        Ok(chunks) => {
+                            for chunk in chunks {
+                                state.pending.push_back(json_event(&chunk));
+                            }
+                        }
+                        Err(error) => {
+                            let body = ApiError::from(error).body();
+                            let value = serde_json::to_value(body).unwrap_or_default();
+                            state.pending.push_back(json_event(&value));
+                            state.pending.push_back(Event::default().data("[DONE]"));
+                            state.finished = true;
+                            continue;
+                        }
                     }
                     if state.include_usage {
                         state
@@ -189,33 +203,178 @@ struct ChatFormat {
     id: String,
     model: String,
     created: u64,
-    /// Set when tools were offered: holds back what may be a tool call while streaming.
-    tool_calls: Option<ToolCallFilter>,
+    /// Set when tools were offered.
+    tool_calls: Option<ChatToolCalls>,
+}
+
+/// Tool calls in one chat reply.
+struct ChatToolCalls {
+    streamer: ToolCallStreamer,
+    /// For `tool_choice` "required" or a named function: the functions the call must name.
+    required_from: Option<Vec<String>>,
+    /// The `id` of each call sent, by index.
+    call_ids: Vec<String>,
+}
+
+impl ChatToolCalls {
+    fn new(mode: &ToolCallMode) -> Option<Self> {
+        let (streamer, required_from) = match mode {
+            ToolCallMode::Off => return None,
+            ToolCallMode::Parse => (ToolCallStreamer::default(), None),
+            ToolCallMode::Forced(forced) => (
+                ToolCallStreamer::with_forced_prefix(&forced.prefix_text),
+                Some(forced.function_names.clone()),
+            ),
+        };
+        Some(Self {
+            streamer,
+            required_from,
+            call_ids: Vec::new(),
+        })
+    }
+
+    fn delta_view(&mut self, delta: ToolCallDelta) -> ChatDelta {
+        let chunk = match delta {
+            ToolCallDelta::Content(text) => {
+                return ChatDelta {
+                    content: Some(text),
+                    ..ChatDelta::default()
+                }
+            }
+            ToolCallDelta::CallStart { index, name } => {
+                let id = new_call_id();
+                self.call_ids.push(id.clone());
+                ToolCallChunk {
+                    index: u32::try_from(index).unwrap_or(u32::MAX),
+                    id: Some(id),
+                    kind: Some("function".to_owned()),
+                    function: FunctionCallChunk {
+                        name: Some(name),
+                        arguments: Some(String::new()),
+                    },
+                }
+            }
+            ToolCallDelta::Arguments { index, fragment } => ToolCallChunk {
+                index: u32::try_from(index).unwrap_or(u32::MAX),
+                id: None,
+                kind: None,
+                function: FunctionCallChunk {
+                    name: None,
+                    arguments: Some(fragment),
+                },
+            },
+        };
+        ChatDelta {
+            tool_calls: Some(vec![chunk]),
+            ..ChatDelta::default()
+        }
+    }
+
+    /// A required call must be there, complete, to a listed function, with object arguments.
+    fn check_required(&self, generation_finish_reason: &str) -> Result<(), HarmonyError> {
+        let Some(function_names) = &self.required_from else {
+            return Ok(());
+        };
+        let well_formed = self.streamer.calls().first().is_some_and(|call| {
+            call.complete
+                && function_names.contains(&call.name)
+                && serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(
+                    &call.arguments,
+                )
+                .is_ok()
+        });
+        if well_formed {
+            return Ok(());
+        }
+        Err(HarmonyError::ToolCallIncomplete(
+            if generation_finish_reason == "length" {
+                ToolCallIncomplete::MaxTokens
+            } else {
+                ToolCallIncomplete::Stopped
+            },
+        ))
+    }
+
+    /// `tool_calls` when the reply holds calls, unless the last one was cut by max_tokens.
+    fn finish_reason<'a>(&self, generation_finish_reason: &'a str) -> &'a str {
+        match self.streamer.calls().last() {
+            None => generation_finish_reason,
+            Some(call) if !call.complete && generation_finish_reason == "length" => "length",
+            Some(_) => "tool_calls",
+        }
+    }
+
+    fn views(&self) -> Vec<ToolCall> {
+        self.streamer
+            .calls()
+            .iter()
+            .zip(&self.call_ids)
+            .map(|(call, id): (&StreamedCall, &String)| ToolCall {
+                id: id.clone(),
+                kind: "function".to_owned(),
+                function: FunctionCall {
+                    name: call.name.clone(),
+                    arguments: call.arguments.clone(),
+                },
+            })
+            .collect()
+    }
+}
+
+fn new_call_id() -> String {
+    format!("call_{}", uuid::Uuid::new_v4().simple())
 }
 
 impl ChatFormat {
-    fn new(model: &str, parse_tool_calls: bool) -> Self {
+    fn new(model: &str, tool_calls: &ToolCallMode) -> Self {
         Self {
             id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
             model: model.to_owned(),
             created: unix_now(),
-            tool_calls: parse_tool_calls.then(ToolCallFilter::default),
+            tool_calls: ChatToolCalls::new(tool_calls),
         }
     }
 
-    fn content_chunk(&self, text: String, logprobs: &[TokenLogprobText]) -> serde_json::Value {
+    fn delta_chunk(&self, delta: ChatDelta, logprobs: &[TokenLogprobText]) -> serde_json::Value {
         self.chunk(
             vec![ChatChunkChoice {
                 index: 0,
-                delta: ChatDelta {
-                    content: Some(text),
-                    ..ChatDelta::default()
-                },
+                delta,
                 finish_reason: None,
                 logprobs: chat_logprobs(logprobs),
             }],
             None,
         )
+    }
+
+    /// The chunks for what the tool-call streamer passed on; `logprobs` go with the first.
+    fn tool_call_chunks(
+        &mut self,
+        deltas: Vec<ToolCallDelta>,
+        logprobs: &[TokenLogprobText],
+    ) -> Vec<serde_json::Value> {
+        let Some(tool_calls) = self.tool_calls.as_mut() else {
+            return Vec::new();
+        };
+        let views: Vec<ChatDelta> = deltas
+            .into_iter()
+            .map(|delta| tool_calls.delta_view(delta))
+            .collect();
+        if views.is_empty() && !logprobs.is_empty() {
+            let empty = ChatDelta {
+                content: Some(String::new()),
+                ..ChatDelta::default()
+            };
+            return vec![self.delta_chunk(empty, logprobs)];
+        }
+        views
+            .into_iter()
+            .enumerate()
+            .map(|(position, view)| {
+                let logprobs = if position == 0 { logprobs } else { &[] };
+                self.delta_chunk(view, logprobs)
+            })
+            .collect()
     }
 
     fn chunk(&self, choices: Vec<ChatChunkChoice>, usage: Option<Usage>) -> serde_json::Value {
@@ -230,20 +389,6 @@ impl ChatFormat {
         };
         serde_json::to_value(chunk).unwrap_or_default()
     }
-}
-
-fn tool_call_views(calls: Vec<ParsedToolCall>) -> Vec<ToolCall> {
-    calls
-        .into_iter()
-        .map(|call| ToolCall {
-            id: format!("call_{}", uuid::Uuid::new_v4().simple()),
-            kind: "function".to_owned(),
-            function: FunctionCall {
-                name: call.name,
-                arguments: call.arguments,
-            },
-        })
-        .collect()
 }
 
 fn chat_logprobs(logprobs: &[TokenLogprobText]) -> Option<ChatLogprobs> {
@@ -292,61 +437,40 @@ impl WireFormat for ChatFormat {
         )]
     }
 
-    fn delta(&mut self, text: String, logprobs: &[TokenLogprobText]) -> Option<serde_json::Value> {
-        let content = match &mut self.tool_calls {
-            Some(filter) => filter.push(&text),
-            None => text,
-        };
-        if content.is_empty() && logprobs.is_empty() {
-            return None;
+    fn delta(&mut self, text: String, logprobs: &[TokenLogprobText]) -> Vec<serde_json::Value> {
+        if let Some(tool_calls) = self.tool_calls.as_mut() {
+            let deltas = tool_calls.streamer.push(&text);
+            return self.tool_call_chunks(deltas, logprobs);
         }
-        Some(self.content_chunk(content, logprobs))
+        if text.is_empty() && logprobs.is_empty() {
+            return Vec::new();
+        }
+        let content = ChatDelta {
+            content: Some(text),
+            ..ChatDelta::default()
+        };
+        vec![self.delta_chunk(content, logprobs)]
     }
 
-    fn finish(&mut self, finish_reason: &str) -> Vec<serde_json::Value> {
+    fn finish(&mut self, finish_reason: &str) -> Result<Vec<serde_json::Value>, HarmonyError> {
         let mut chunks = Vec::new();
-        let mut finish_reason = finish_reason;
-        if let Some(filter) = &self.tool_calls {
-            match filter.finish() {
-                Some(reply) => {
-                    if let Some(content) = reply.content {
-                        chunks.push(self.content_chunk(content, &[]));
-                    }
-                    let calls = tool_call_views(reply.calls)
-                        .into_iter()
-                        .zip(0u32..)
-                        .map(|(call, index)| ToolCallChunk { index, call })
-                        .collect();
-                    chunks.push(self.chunk(
-                        vec![ChatChunkChoice {
-                            index: 0,
-                            delta: ChatDelta {
-                                tool_calls: Some(calls),
-                                ..ChatDelta::default()
-                            },
-                            finish_reason: None,
-                            logprobs: None,
-                        }],
-                        None,
-                    ));
-                    finish_reason = "tool_calls";
-                }
-                None if !filter.held_text().is_empty() => {
-                    chunks.push(self.content_chunk(filter.held_text().to_owned(), &[]));
-                }
-                None => {}
-            }
+        let mut reply_finish_reason = finish_reason;
+        if let Some(tool_calls) = self.tool_calls.as_mut() {
+            let deltas = tool_calls.streamer.finish();
+            tool_calls.check_required(finish_reason)?;
+            reply_finish_reason = tool_calls.finish_reason(finish_reason);
+            chunks = self.tool_call_chunks(deltas, &[]);
         }
         chunks.push(self.chunk(
             vec![ChatChunkChoice {
                 index: 0,
                 delta: ChatDelta::default(),
-                finish_reason: Some(finish_reason.to_owned()),
+                finish_reason: Some(reply_finish_reason.to_owned()),
                 logprobs: None,
             }],
             None,
         ));
-        chunks
+        Ok(chunks)
     }
 
     fn usage(&self, usage: Usage) -> serde_json::Value {
@@ -354,25 +478,46 @@ impl WireFormat for ChatFormat {
     }
 
     fn response(
-        &self,
+        &mut self,
         text: String,
         logprobs: Vec<TokenLogprobText>,
         finish_reason: &str,
         usage: Usage,
-    ) -> ChatCompletion {
-        let tool_call_reply = self
-            .tool_calls
-            .as_ref()
-            .and_then(|_| parse_tool_calls(&text));
-        let (content, tool_calls, finish_reason) = match tool_call_reply {
-            Some(reply) => (
-                reply.content,
-                Some(tool_call_views(reply.calls)),
-                "tool_calls",
-            ),
+    ) -> Result<ChatCompletion, HarmonyError> {
+        let (content, tool_calls, reply_finish_reason) = match self.tool_calls.as_mut() {
             None => (Some(text), None, finish_reason),
+            Some(tool_calls) => {
+                // The same streamer as for SSE, fed the whole reply: the same calls either way.
+                let mut deltas = tool_calls.streamer.push(&text);
+                deltas.extend(tool_calls.streamer.finish());
+                for delta in &deltas {
+                    if let ToolCallDelta::CallStart { .. } = delta {
+                        tool_calls.call_ids.push(new_call_id());
+                    }
+                }
+                tool_calls.check_required(finish_reason)?;
+                let content: String = deltas
+                    .into_iter()
+                    .filter_map(|delta| match delta {
+                        ToolCallDelta::Content(text) => Some(text),
+                        _ => None,
+                    })
+                    .collect();
+                let calls = tool_calls.views();
+                if calls.is_empty() {
+                    (Some(content), None, finish_reason)
+                } else {
+                    let trimmed = content.trim();
+                    let content = (!trimmed.is_empty()).then(|| trimmed.to_owned());
+                    (
+                        content,
+                        Some(calls),
+                        tool_calls.finish_reason(finish_reason),
+                    )
+                }
+            }
         };
-        ChatCompletion {
+        Ok(ChatCompletion {
             id: self.id.clone(),
             object: "chat.completion".to_owned(),
             created: self.created,
@@ -384,12 +529,12 @@ impl WireFormat for ChatFormat {
                     content,
                     tool_calls,
                 },
-                finish_reason: Some(finish_reason.to_owned()),
+                finish_reason: Some(reply_finish_reason.to_owned()),
                 logprobs: chat_logprobs(&logprobs),
             }],
             usage: Some(usage),
             system_fingerprint: None,
-        }
+        })
     }
 }
 
@@ -471,16 +616,18 @@ impl WireFormat for CompletionFormat {
         }
     }
 
-    fn delta(&mut self, text: String, logprobs: &[TokenLogprobText]) -> Option<serde_json::Value> {
-        serde_json::to_value(self.completion(vec![Self::choice(text, logprobs, None)], None)).ok()
+    fn delta(&mut self, text: String, logprobs: &[TokenLogprobText]) -> Vec<serde_json::Value> {
+        serde_json::to_value(self.completion(vec![Self::choice(text, logprobs, None)], None))
+            .into_iter()
+            .collect()
     }
 
-    fn finish(&mut self, finish_reason: &str) -> Vec<serde_json::Value> {
-        vec![serde_json::to_value(self.completion(
+    fn finish(&mut self, finish_reason: &str) -> Result<Vec<serde_json::Value>, HarmonyError> {
+        Ok(vec![serde_json::to_value(self.completion(
             vec![Self::choice(String::new(), &[], Some(finish_reason))],
             None,
         ))
-        .unwrap_or_default()]
+        .unwrap_or_default()])
     }
 
     fn usage(&self, usage: Usage) -> serde_json::Value {
@@ -488,22 +635,30 @@ impl WireFormat for CompletionFormat {
     }
 
     fn response(
-        &self,
+        &mut self,
         text: String,
         logprobs: Vec<TokenLogprobText>,
         finish_reason: &str,
         usage: Usage,
-    ) -> Completion {
-        self.completion(
+    ) -> Result<Completion, HarmonyError> {
+        Ok(self.completion(
             vec![Self::choice(text, &logprobs, Some(finish_reason))],
             Some(usage),
-        )
+        ))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use serde_json::Value;
+
     use super::*;
+    use crate::fake_model::ByteTokenizer;
+    use crate::tool_calls::forced::{
+        ArgumentSchema, ForcedFunction, ForcedToolCall, TokenTexts, ToolCallFormat,
+    };
 
     fn usage() -> Usage {
         Usage {
@@ -514,19 +669,78 @@ mod tests {
         }
     }
 
-    const CALL_REPLY: [&str; 4] = [
+    const CALL_REPLY: [&str; 5] = [
         "Checking.",
         " <tool_",
-        "call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}",
+        "call>{\"name\": \"get_weather\", \"arguments\": {\"city\"",
+        ": \"Paris\"}}",
         "</tool_call>",
     ];
 
+    fn forced(names: &[&str]) -> ToolCallMode {
+        let functions: Vec<ForcedFunction> = names
+            .iter()
+            .map(|name| ForcedFunction {
+                name: (*name).to_owned(),
+                arguments: ArgumentSchema::any(),
+            })
+            .collect();
+        let vocabulary = Arc::new(TokenTexts::build(&ByteTokenizer).expect("decodes"));
+        ToolCallMode::Forced(
+            ForcedToolCall::prepare(
+                ToolCallFormat::Hermes,
+                &functions,
+                &ByteTokenizer,
+                vocabulary,
+            )
+            .expect("prepared"),
+        )
+    }
+
+    fn streamed(format: &mut ChatFormat, pieces: &[&str], finish_reason: &str) -> Vec<Value> {
+        let mut chunks: Vec<Value> = pieces
+            .iter()
+            .flat_map(|piece| format.delta((*piece).to_owned(), &[]))
+            .collect();
+        chunks.extend(format.finish(finish_reason).expect("finishes"));
+        chunks
+    }
+
+    /// Assembles streamed tool calls the way OpenAI's docs show: by index, the first chunk's
+    /// id and name, then the arguments appended.
+    fn assembled_calls(chunks: &[Value]) -> Vec<Value> {
+        let mut calls: Vec<Value> = Vec::new();
+        for chunk in chunks {
+            for call in chunk["choices"][0]["delta"]["tool_calls"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let index = call["index"].as_u64().expect("index") as usize;
+                if index == calls.len() {
+                    calls.push(call.clone());
+                } else {
+                    let fragment = call["function"]["arguments"].as_str().expect("fragment");
+                    let arguments = calls[index]["function"]["arguments"]
+                        .as_str()
+                        .expect("arguments")
+                        .to_owned();
+                    calls[index]["function"]["arguments"] = Value::from(arguments + fragment);
+                }
+            }
+        }
+        calls
+    }
+
     #[test]
     fn chat_reply_with_a_tool_call_has_tool_calls_and_finish_reason_tool_calls() {
-        let format = ChatFormat::new("m", true);
-        let response =
-            serde_json::to_value(format.response(CALL_REPLY.concat(), Vec::new(), "stop", usage()))
-                .expect("serializes");
+        let mut format = ChatFormat::new("m", &ToolCallMode::Parse);
+        let response = serde_json::to_value(
+            format
+                .response(CALL_REPLY.concat(), Vec::new(), "stop", usage())
+                .expect("a reply"),
+        )
+        .expect("serializes");
         let choice = &response["choices"][0];
         assert_eq!(choice["finish_reason"], "tool_calls");
         assert_eq!(choice["message"]["content"], "Checking.");
@@ -536,14 +750,13 @@ mod tests {
             .as_str()
             .is_some_and(|id| id.starts_with("call_")));
         assert_eq!(call["function"]["name"], "get_weather");
-        assert_eq!(call["function"]["arguments"], r#"{"city":"Paris"}"#);
+        assert_eq!(call["function"]["arguments"], r#"{"city": "Paris"}"#);
 
-        let without_tools = serde_json::to_value(ChatFormat::new("m", false).response(
-            CALL_REPLY.concat(),
-            Vec::new(),
-            "stop",
-            usage(),
-        ))
+        let without_tools = serde_json::to_value(
+            ChatFormat::new("m", &ToolCallMode::Off)
+                .response(CALL_REPLY.concat(), Vec::new(), "stop", usage())
+                .expect("a reply"),
+        )
         .expect("serializes");
         assert_eq!(without_tools["choices"][0]["finish_reason"], "stop");
         assert!(without_tools["choices"][0]["message"]
@@ -552,41 +765,98 @@ mod tests {
     }
 
     #[test]
-    fn streamed_tool_call_comes_as_one_delta_after_the_prose() {
-        let mut format = ChatFormat::new("m", true);
-        let mut chunks: Vec<serde_json::Value> = CALL_REPLY
-            .iter()
-            .filter_map(|piece| format.delta((*piece).to_owned(), &[]))
-            .collect();
-        chunks.extend(format.finish("stop"));
+    fn streamed_tool_call_sends_a_header_then_argument_fragments() {
+        let mut format = ChatFormat::new("m", &ToolCallMode::Parse);
+        let chunks = streamed(&mut format, &CALL_REPLY, "stop");
         let content: String = chunks
             .iter()
             .filter_map(|chunk| chunk["choices"][0]["delta"]["content"].as_str())
             .collect();
         assert_eq!(content, "Checking. ");
-        let calls: Vec<&serde_json::Value> = chunks
+        let call_chunks: Vec<&Value> = chunks
             .iter()
-            .filter(|chunk| chunk["choices"][0]["delta"].get("tool_calls").is_some())
+            .map(|chunk| &chunk["choices"][0]["delta"]["tool_calls"][0])
+            .filter(|call| !call.is_null())
             .collect();
+        assert_eq!(call_chunks.len(), 3, "{call_chunks:?}");
+        let header = call_chunks[0];
+        assert_eq!(header["index"], 0);
+        assert_eq!(header["type"], "function");
+        assert!(header["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("call_")));
+        assert_eq!(header["function"]["name"], "get_weather");
+        assert_eq!(header["function"]["arguments"], "");
+        for fragment in &call_chunks[1..] {
+            assert_eq!(fragment["index"], 0);
+            assert!(fragment.get("id").is_none() && fragment["function"].get("name").is_none());
+        }
+        let calls = assembled_calls(&chunks);
         assert_eq!(calls.len(), 1);
-        let call = &calls[0]["choices"][0]["delta"]["tool_calls"][0];
-        assert_eq!(call["index"], 0);
-        assert_eq!(call["type"], "function");
-        assert_eq!(call["function"]["name"], "get_weather");
+        assert_eq!(calls[0]["function"]["arguments"], r#"{"city": "Paris"}"#);
         let last = chunks.last().expect("finish chunk");
         assert_eq!(last["choices"][0]["finish_reason"], "tool_calls");
 
-        let mut prose = ChatFormat::new("m", true);
-        let mut prose_chunks: Vec<serde_json::Value> = ["{curly", " prose}"]
-            .iter()
-            .filter_map(|piece| prose.delta((*piece).to_owned(), &[]))
-            .collect();
-        assert!(prose_chunks.is_empty(), "held: it opens like JSON");
-        prose_chunks.extend(prose.finish("stop"));
+        let mut prose = ChatFormat::new("m", &ToolCallMode::Parse);
+        let prose_chunks = streamed(&mut prose, &["{curly", " prose}"], "stop");
+        assert_eq!(prose_chunks.len(), 2, "held: it opens like JSON");
         assert_eq!(
             prose_chunks[0]["choices"][0]["delta"]["content"],
             "{curly prose}"
         );
         assert_eq!(prose_chunks[1]["choices"][0]["finish_reason"], "stop");
+    }
+
+    #[test]
+    fn a_forced_call_streams_and_collects_the_same_call() {
+        let reply = [" {\"city\":", " \"Paris\"", "}"];
+        let mut streaming = ChatFormat::new("m", &forced(&["get_weather"]));
+        let chunks = streamed(&mut streaming, &reply, "stop");
+        let streamed_calls = assembled_calls(&chunks);
+        assert_eq!(
+            chunks.last().expect("finish")["choices"][0]["finish_reason"],
+            "tool_calls"
+        );
+        let collected = ChatFormat::new("m", &forced(&["get_weather"]))
+            .response(reply.concat(), Vec::new(), "stop", usage())
+            .expect("a call");
+        let collected_calls =
+            serde_json::to_value(&collected.choices[0].message.tool_calls).expect("serializes");
+        assert_eq!(streamed_calls.len(), 1);
+        for (streamed, collected) in streamed_calls
+            .iter()
+            .zip(collected_calls.as_array().expect("calls"))
+        {
+            assert_eq!(streamed["function"], collected["function"]);
+        }
+        assert_eq!(
+            collected_calls[0]["function"],
+            serde_json::json!({"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"})
+        );
+        assert_eq!(collected.choices[0].message.content, None);
+    }
+
+    #[test]
+    fn a_forced_call_cut_by_max_tokens_is_a_clear_400_not_prose() {
+        let cut = [" {\"city\": \"Par"];
+        let error = ChatFormat::new("m", &forced(&["get_weather", "get_time"]))
+            .response(
+                format!("weather\", \"arguments\":{}", cut[0]),
+                Vec::new(),
+                "length",
+                usage(),
+            )
+            .expect_err("incomplete");
+        assert_eq!(
+            error.error_code(),
+            adaptive_api_types::ErrorCode::InvalidRequest
+        );
+        assert_eq!(error.param(), Some("max_tokens"));
+        assert!(error.to_string().contains("raise max_tokens"), "{error}");
+
+        let mut streaming = ChatFormat::new("m", &forced(&["get_weather"]));
+        assert!(!streaming.delta(cut[0].to_owned(), &[]).is_empty());
+        let error = streaming.finish("length").expect_err("incomplete");
+        assert_eq!(error.param(), Some("max_tokens"));
     }
 }
