@@ -22,6 +22,8 @@ pub enum ApiError {
     ModelStorage(#[from] crate::model_storage::ModelStorageError),
     #[error(transparent)]
     Upload(#[from] crate::uploads::UploadError),
+    #[error(transparent)]
+    Dataset(#[from] crate::datasets::DatasetError),
     #[error("{0}")]
     InvalidRequest(String),
     #[error("{0}")]
@@ -47,6 +49,7 @@ impl ApiError {
             ApiError::Registry(error) => error.error_code(),
             ApiError::ModelStorage(error) => error.error_code(),
             ApiError::Upload(error) => error.error_code(),
+            ApiError::Dataset(error) => error.error_code(),
             ApiError::InvalidRequest(_) => ErrorCode::InvalidRequest,
             ApiError::Unauthenticated(_) | ApiError::LoginFailed(_) => ErrorCode::Unauthenticated,
             ApiError::Forbidden(_) => ErrorCode::PermissionDenied,

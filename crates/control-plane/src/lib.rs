@@ -44,10 +44,12 @@
 //! - [`http`], [`graphql`], [`auth`]: the API surfaces.
 //! - [`bootstrap`]: first-start steps.
 //! - [`uploads`]: chunked uploads (sessions in the store, parts in the model registry root).
+//! - [`datasets`]: uploaded JSONL datasets (metadata in the store, files in the registry root).
 
 pub mod auth;
 pub mod bootstrap;
 pub mod config;
+pub mod datasets;
 pub mod error;
 pub mod graphql;
 pub mod http;
@@ -170,15 +172,31 @@ impl ControlPlane {
         store: MetadataStore,
         registry: SharedRegistry,
     ) -> Result<Self, BuildError> {
+        let store_env = adaptive_registry::StoreEnv::from_process();
+        Self::from_parts_with_store_env(config, secrets, store, registry, &store_env)
+    }
+
+    /// [`Self::from_parts`] with the `AWS_*` variables the model registry is opened with given
+    /// explicitly (tests against S3 servers, which never touch the process environment).
+    pub fn from_parts_with_store_env(
+        config: Config,
+        secrets: Secrets,
+        store: MetadataStore,
+        registry: SharedRegistry,
+        store_env: &adaptive_registry::StoreEnv,
+    ) -> Result<Self, BuildError> {
         let (authenticator, oidc) = auth_parts(&config, &secrets, &store)?;
-        let model_storage = model_storage::ModelStorage::open(
-            &config.model_registry_location(),
-            &adaptive_registry::StoreEnv::from_process(),
-        );
+        let model_storage =
+            model_storage::ModelStorage::open(&config.model_registry_location(), store_env);
+        let uploads =
+            uploads::Uploads::new(store.clone(), model_storage.clone(), Default::default());
+        let datasets =
+            datasets::Datasets::new(store.clone(), model_storage.clone(), uploads.clone());
         let schema = graphql::build_schema(graphql::SchemaParts {
             store: store.clone(),
             registry: registry.clone(),
             model_storage: model_storage.clone(),
+            datasets: datasets.clone(),
             authenticator: authenticator.clone(),
             oidc: oidc.clone(),
             auth_config: Arc::new(config.auth.clone()),
@@ -199,10 +217,10 @@ impl ControlPlane {
             gateway_metrics.unwrap_or_else(adaptive_gateway::GatewayMetrics::unregistered),
         )
         .expect("the gateway's HTTP client builds with static settings");
-        let store_for_uploads = store.clone();
         let state = AppState {
             store,
             request_timeout: Duration::from_secs(config.server.timeout_seconds),
+            upload_part_timeout: Duration::from_secs(config.server.upload_part_timeout_seconds),
             registry,
             metrics: Arc::new(metrics),
             heartbeat: HeartbeatPolicy {
@@ -213,7 +231,8 @@ impl ControlPlane {
             auth: authenticator,
             oidc,
             auth_config: Arc::new(config.auth.clone()),
-            uploads: uploads::Uploads::new(store_for_uploads, model_storage, Default::default()),
+            uploads,
+            datasets,
         };
         Ok(Self {
             config,
@@ -293,6 +312,7 @@ impl ControlPlane {
             spawn_server(public_listener, self.public_router(), shutdown.clone()),
             spawn_server(internal_listener, self.internal_router(), shutdown.clone()),
             self.state.uploads.spawn_sweeper(shutdown.clone()),
+            self.state.datasets.spawn_sweeper(shutdown.clone()),
         ];
         tracing::info!(%public_addr, %internal_addr, "control plane serving");
         Ok(RunningControlPlane {

@@ -23,6 +23,11 @@
 //! - Limits ([`UploadLimits`]): part size, number of parts, total size. The total is checked
 //!   against the parts already recorded, so parts racing each other may overshoot it by at most
 //!   one part each.
+//! - A part streams from the request body to its object ([`Uploads::put_part`]): memory per
+//!   part upload is bounded by [`PART_WRITE_BUFFER_BYTES`] and a couple of pieces in flight,
+//!   whatever the part size; the limits are enforced on the announced length and again on the
+//!   bytes as they arrive. Part uploads have their own timeout
+//!   (`server.upload_part_timeout_seconds`).
 //! - [`Uploads::complete`] hands all parts to an import and freezes the session: later parts
 //!   are refused with `conflict`.
 //! - Sessions without a part received for [`UploadLimits::idle_ttl`] (completed ones included)
@@ -35,8 +40,10 @@ use adaptive_api_types::ErrorCode;
 use adaptive_registry::RegistryStore;
 use axum::body::Bytes;
 use futures::TryStreamExt;
+use object_store::buffered::BufWriter;
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStore;
+use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::model_storage::{ModelStorage, ModelStorageError};
@@ -52,6 +59,12 @@ pub const DEFAULT_MAX_TOTAL_BYTES: i64 = 100 << 30;
 pub const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How often each replica looks for abandoned sessions.
 pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(15 * 60);
+
+/// How much of a part is buffered before it goes to object storage in pieces of this size (a
+/// multipart upload; S3 wants pieces of at least 5 MiB). The SDK's 5 MB parts fit in one.
+pub const PART_WRITE_BUFFER_BYTES: usize = 8 << 20;
+/// How many of those pieces may be in flight at once.
+const PART_WRITE_CONCURRENCY: usize = 2;
 
 /// The object prefix of every session, under the registry root.
 const UPLOADS_PREFIX: &str = ".uploads";
@@ -102,6 +115,13 @@ pub enum UploadError {
         #[source]
         source: object_store::Error,
     },
+    /// Writing a part's bytes to object storage failed.
+    #[error("object storage failed to write part {part_number}")]
+    PartWrite {
+        part_number: i64,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl UploadError {
@@ -112,7 +132,7 @@ impl UploadError {
             UploadError::Completed(_) | UploadError::Incomplete { .. } => ErrorCode::Conflict,
             UploadError::Store(error) => error.error_code(),
             UploadError::Storage(error) => error.error_code(),
-            UploadError::Objects { .. } => ErrorCode::Unavailable,
+            UploadError::Objects { .. } | UploadError::PartWrite { .. } => ErrorCode::Unavailable,
         }
     }
 
@@ -222,14 +242,23 @@ impl Uploads {
         Ok(session)
     }
 
-    /// Stores part `part_number` of the caller's session, replacing an earlier copy.
-    pub async fn put_part(
+    /// Stores part `part_number` of the caller's session from a stream of chunks, replacing an
+    /// earlier copy. The part is written as it arrives (at most [`PART_WRITE_BUFFER_BYTES`]
+    /// buffered, a few more in flight to S3), never held whole; the limits are checked against
+    /// the `announced_length` (`Content-Length`) first, then against the bytes received, and a
+    /// part that breaks them, or whose body cannot be read, leaves the earlier copy in place.
+    pub async fn put_part<S, E>(
         &self,
         owner: &str,
         session_id: &str,
         part_number: i64,
-        bytes: Bytes,
-    ) -> Result<UploadPart, UploadError> {
+        announced_length: Option<u64>,
+        body: S,
+    ) -> Result<UploadPart, UploadError>
+    where
+        S: futures::Stream<Item = Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
         let progress = self.progress(owner, session_id).await?;
         let session = &progress.session;
         if session.completed_at.is_some() {
@@ -241,30 +270,51 @@ impl Uploads {
                 session.total_parts_count
             )));
         }
-        self.check_part_size(bytes.len())?;
-        let part = UploadPart {
-            part_number,
-            size_bytes: i64::try_from(bytes.len()).unwrap_or(i64::MAX),
-        };
+        if let Some(length) = announced_length {
+            self.check_part_size(usize::try_from(length).unwrap_or(usize::MAX))?;
+        }
         let other_parts_bytes: i64 = progress
             .parts
             .iter()
             .filter(|received| received.part_number != part_number)
             .map(|received| received.size_bytes)
             .sum();
-        if other_parts_bytes + part.size_bytes > self.limits.max_total_bytes {
-            return Err(UploadError::Invalid(format!(
-                "the upload would exceed the {}-byte limit on a file",
-                self.limits.max_total_bytes
-            )));
-        }
+        let limits = PartLimits {
+            max_part_bytes: self.limits.max_part_bytes,
+            room_in_file: self
+                .limits
+                .max_total_bytes
+                .saturating_sub(other_parts_bytes),
+            max_total_bytes: self.limits.max_total_bytes,
+        };
         let objects = self.storage.objects()?;
         let path = part_path(&objects, &session.id, part_number);
-        objects
-            .object_store()
-            .put(&path, bytes.into())
+        let mut writer = BufWriter::with_capacity(
+            objects.object_store().clone(),
+            path.clone(),
+            PART_WRITE_BUFFER_BYTES,
+        )
+        .with_max_concurrency(PART_WRITE_CONCURRENCY);
+        let size_bytes = match copy_part(body, &mut writer, part_number, limits).await {
+            Ok(size_bytes) => size_bytes,
+            Err(error) => {
+                if let Err(abort_error) = writer.abort().await {
+                    tracing::warn!(session_id = %session.id, part_number, error = %abort_error, "cannot abort the write of a refused part");
+                }
+                return Err(error);
+            }
+        };
+        writer
+            .shutdown()
             .await
-            .map_err(UploadError::objects(format!("write part {part_number}")))?;
+            .map_err(|source| UploadError::PartWrite {
+                part_number,
+                source,
+            })?;
+        let part = UploadPart {
+            part_number,
+            size_bytes,
+        };
         match self.store.record_upload_part(&session.id, part).await {
             Ok(()) => Ok(part),
             Err(StoreError::Conflict(_)) => Err(UploadError::Completed(session.id.clone())),
@@ -357,6 +407,31 @@ impl Uploads {
             .map_err(UploadError::objects(format!("read part {part_number}")))
     }
 
+    /// The bytes of one part of a completed upload, as a stream of chunks (an import of a
+    /// large file holds one chunk at a time, not the part).
+    pub async fn part_stream(
+        &self,
+        completed: &CompletedUpload,
+        part_number: i64,
+    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes, UploadError>>, UploadError> {
+        use futures::StreamExt;
+        let objects = self.storage.objects()?;
+        let path = part_path(&objects, &completed.session.id, part_number);
+        let read = objects
+            .object_store()
+            .get(&path)
+            .await
+            .map_err(UploadError::objects(format!("read part {part_number}")))?;
+        let chunks = read
+            .into_stream()
+            .map_err(move |source| UploadError::Objects {
+                action: format!("read part {part_number}"),
+                source,
+            })
+            .boxed();
+        Ok(chunks)
+    }
+
     /// Removes every session idle since `cutoff_ms` (objects, then rows) and returns how many.
     /// A session that fails is logged and retried on the next sweep.
     pub async fn remove_idle_since(&self, cutoff_ms: i64) -> Result<usize, UploadError> {
@@ -435,6 +510,56 @@ impl Uploads {
         self.store.delete_upload_session(session_id).await?;
         Ok(listed.len())
     }
+}
+
+/// What one part may add: its own limit and what is left of the file's.
+#[derive(Debug, Clone, Copy)]
+struct PartLimits {
+    max_part_bytes: usize,
+    room_in_file: i64,
+    max_total_bytes: i64,
+}
+
+/// Writes the body's chunks, counting them against the limits; returns the part's size.
+async fn copy_part<S, E>(
+    body: S,
+    writer: &mut BufWriter,
+    part_number: i64,
+    limits: PartLimits,
+) -> Result<i64, UploadError>
+where
+    S: futures::Stream<Item = Result<Bytes, E>> + Send,
+    E: std::fmt::Display,
+{
+    use futures::StreamExt;
+    let mut body = std::pin::pin!(body);
+    let mut received: usize = 0;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|error| {
+            UploadError::Invalid(format!("the part's body could not be read: {error}"))
+        })?;
+        received = received.saturating_add(chunk.len());
+        if received > limits.max_part_bytes {
+            return Err(part_too_large(limits.max_part_bytes));
+        }
+        if i64::try_from(received).unwrap_or(i64::MAX) > limits.room_in_file {
+            return Err(UploadError::Invalid(format!(
+                "the upload would exceed the {}-byte limit on a file",
+                limits.max_total_bytes
+            )));
+        }
+        writer
+            .write_all(&chunk)
+            .await
+            .map_err(|source| UploadError::PartWrite {
+                part_number,
+                source,
+            })?;
+    }
+    if received == 0 {
+        return Err(UploadError::Invalid("a part must not be empty".to_owned()));
+    }
+    Ok(i64::try_from(received).unwrap_or(i64::MAX))
 }
 
 /// The error for a part over `max_part_bytes`.

@@ -90,6 +90,19 @@ pub const GRAPHQL_RULES: &[Rule] = &[
     rule("metrics", Anywhere(MetricRead)),
     rule("metric", Project(MetricRead, "projectIdOrKey")),
     rule("createMetric", Project(MetricCreate, "project")),
+    // datasets
+    rule("datasets", Project(DatasetRead, "project")),
+    rule("dataset", Project(DatasetRead, "project")),
+    rule(
+        "datasetUploadProcessingStatus",
+        Project(DatasetRead, "input.project"),
+    ),
+    rule("createDataset", Project(DatasetCreate, "input.project")),
+    rule(
+        "createDatasetFromMultipartUpload",
+        Project(DatasetCreate, "input.project"),
+    ),
+    rule("deleteDataset", Project(DatasetCreate, "project")),
     // interactions
     rule("completions", Project(ProjectRead, "filter.project")),
     rule("completionsGrouped", Project(ProjectRead, "filter.project")),
@@ -183,6 +196,11 @@ pub const REST_RULES: &[RestRule] = &[
     // Chunked uploads: the SDK uploads datasets this way, so dataset:create on something; the
     // import that consumes a session checks its own permission. A session is its creator's
     // alone (404 for anyone else).
+    RestRule {
+        method: "GET",
+        path: "/api/v1/projects/{project}/datasets/{dataset}/download",
+        scope: Project(DatasetRead, "project"),
+    },
     RestRule {
         method: "POST",
         path: "/api/v1/upload/init",

@@ -77,6 +77,7 @@ pub const KEYS: &[KeySpec] = &[
     key("server.root_url", Str, "", "the URL users reach the control plane at (links, OIDC callbacks)"),
     key("server.cluster_root_url", Str, "", "the URL other processes in the cluster reach the control plane at"),
     key("server.timeout_seconds", Integer, "60", "HTTP request timeout"),
+    key("server.upload_part_timeout_seconds", Integer, "900", "timeout of one chunked-upload part (`POST /api/v1/upload/part`, up to 128 MiB), instead of server.timeout_seconds"),
     key("server.shutdown_grace_seconds", Integer, "30", "how long in-flight requests may finish after a shutdown signal"),
     secret("db.url", "database URL: `postgres://user@host:5432/db?sslmode=require` or `sqlite:///path/file.db`; when unset and db.host is unset, SQLite in app.data_dir"),
     key("db.username", Str, "", "PostgreSQL user, when db.url is not given"),

@@ -47,6 +47,9 @@ pub struct ServerConfig {
     pub root_url: Option<String>,
     pub cluster_root_url: Option<String>,
     pub timeout_seconds: u64,
+    /// Timeout of one chunked-upload part (`POST /api/v1/upload/part`), which carries up to
+    /// 128 MiB and is exempt from `timeout_seconds`.
+    pub upload_part_timeout_seconds: u64,
     pub shutdown_grace_seconds: u64,
 }
 
@@ -121,6 +124,7 @@ impl Default for ServerConfig {
             root_url: None,
             cluster_root_url: None,
             timeout_seconds: 60,
+            upload_part_timeout_seconds: 900,
             shutdown_grace_seconds: 30,
         }
     }

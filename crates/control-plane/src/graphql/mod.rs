@@ -3,9 +3,9 @@
 //! The schema implements, with the exact names, arguments, types and selected fields, the
 //! operations the `adaptive-sdk` 0.14 Python package sends (its generated `graphql_client`
 //! holds the documents) for projects, models and deployment, compute pools and harmony groups,
-//! metrics, completions (interactions) and users. Resolvers are split by domain, one module
-//! each, merged into [`QueryRoot`] and [`MutationRoot`]. Each resolver calls the store and
-//! wraps the record in a `*View` whose fields are resolved lazily (relations load only when
+//! metrics, completions (interactions), datasets and users. Resolvers are split by domain, one
+//! module each, merged into [`QueryRoot`] and [`MutationRoot`]. Each resolver calls the store
+//! and wraps the record in a `*View` whose fields are resolved lazily (relations load only when
 //! selected).
 //!
 //! Errors are GraphQL errors whose `extensions.code` is the [`adaptive_api_types::ErrorCode`]
@@ -15,8 +15,10 @@
 mod access;
 mod completions;
 mod compute;
+mod datasets;
 mod metrics;
 mod models;
+mod multipart;
 mod projects;
 mod scalars;
 mod users;
@@ -33,7 +35,7 @@ use crate::auth::oidc::OidcProviders;
 use crate::auth::{Authenticator, Principal};
 use crate::config::AuthConfig;
 use crate::error::ApiError;
-use crate::http::{AppJson, AppState};
+use crate::http::AppState;
 use crate::model_storage::ModelStorage;
 use crate::registry::SharedRegistry;
 use crate::store::MetadataStore;
@@ -46,6 +48,7 @@ pub struct QueryRoot(
     models::ModelQueries,
     compute::ComputeQueries,
     metrics::MetricQueries,
+    datasets::DatasetQueries,
     completions::CompletionQueries,
     users::UserQueries,
     access::AccessQueries,
@@ -57,6 +60,7 @@ pub struct MutationRoot(
     models::ModelMutations,
     compute::ComputeMutations,
     metrics::MetricMutations,
+    datasets::DatasetMutations,
     completions::CompletionMutations,
     access::AccessMutations,
 );
@@ -72,6 +76,7 @@ pub struct SchemaParts {
     pub store: MetadataStore,
     pub registry: SharedRegistry,
     pub model_storage: ModelStorage,
+    pub datasets: crate::datasets::Datasets,
     pub authenticator: Arc<Authenticator>,
     pub oidc: Arc<OidcProviders>,
     pub auth_config: Arc<AuthConfig>,
@@ -87,6 +92,7 @@ pub fn build_schema(parts: SchemaParts) -> ApiSchema {
     .data(parts.store)
     .data(parts.registry)
     .data(parts.model_storage)
+    .data(parts.datasets)
     .data(parts.authenticator)
     .data(parts.oidc)
     .data(parts.auth_config)
@@ -101,12 +107,13 @@ pub fn build_schema(parts: SchemaParts) -> ApiSchema {
 /// `POST /api/graphql`: authenticate, then execute with the caller in the context; the policy
 /// extension checks every root field. A request without credentials runs only public fields
 /// (`meta`, for the login page) and gets 401 otherwise. A body that is not a GraphQL request
-/// gets our 400 error body, like every other route.
+/// (JSON, or multipart with files: [`multipart`]) gets our 400 error body, like every other
+/// route.
 pub async fn handler(
     State(state): State<AppState>,
     method: Method,
     headers: HeaderMap,
-    AppJson(request): AppJson<async_graphql::Request>,
+    multipart::GraphqlRequest(request): multipart::GraphqlRequest,
 ) -> Result<Response, ApiError> {
     let caller = state
         .auth

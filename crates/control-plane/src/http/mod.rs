@@ -1,12 +1,13 @@
 //! HTTP surfaces: the public router (port 9000: health, readiness, GraphQL, OpenAPI, the
-//! feedback routes of [`feedback`], the chunked uploads of [`uploads`]) and the internal router
-//! (port 9009: harmony registration, Prometheus metrics).
+//! feedback routes of [`feedback`], the chunked uploads of [`uploads`], dataset downloads) and
+//! the internal router (port 9009: harmony registration, Prometheus metrics).
 //!
 //! Handlers are thin: extract (with [`AppJson`], so malformed input gets our error body) ->
 //! authorize (the [`crate::auth::Authenticated`] extractor) -> call the store or registry -> map
 //! to a view. State is typed ([`AppState`]) with `FromRef` sub-states.
 
 mod auth;
+mod datasets;
 mod feedback;
 mod harmony;
 mod health;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub store: MetadataStore,
     /// `server.timeout_seconds`: a public request taking longer fails with 408.
     pub request_timeout: Duration,
+    /// `server.upload_part_timeout_seconds`: the same for one chunked-upload part, instead.
+    pub upload_part_timeout: Duration,
     pub registry: SharedRegistry,
     pub metrics: Arc<ServerMetrics>,
     pub heartbeat: HeartbeatPolicy,
@@ -49,6 +52,7 @@ pub struct AppState {
     pub oidc: Arc<crate::auth::oidc::OidcProviders>,
     pub auth_config: Arc<crate::config::AuthConfig>,
     pub uploads: crate::uploads::Uploads,
+    pub datasets: crate::datasets::Datasets,
 }
 
 impl FromRef<AppState> for Arc<crate::auth::Authenticator> {
@@ -102,10 +106,14 @@ pub fn public_router(state: AppState) -> Router {
         )
         .route("/api/v1/auth/logout", post(auth::logout))
         .merge(feedback::router())
-        .merge(uploads::router(state.uploads.limits()))
+        .merge(uploads::router())
+        .merge(datasets::router())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
-            state.request_timeout,
+            RequestTimeouts {
+                default: state.request_timeout,
+                upload_part: state.upload_part_timeout,
+            },
             enforce_timeout,
         ))
         .layer(axum::middleware::from_fn_with_state(
@@ -115,12 +123,25 @@ pub fn public_router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// How long a public request may take: parts of chunked uploads carry up to 128 MiB each and
+/// get their own limit.
+#[derive(Debug, Clone, Copy)]
+struct RequestTimeouts {
+    default: Duration,
+    upload_part: Duration,
+}
+
 async fn enforce_timeout(
-    axum::extract::State(limit): axum::extract::State<Duration>,
+    axum::extract::State(timeouts): axum::extract::State<RequestTimeouts>,
     request: Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
+    let limit = if uploads::is_part_route(request.uri().path()) {
+        timeouts.upload_part
+    } else {
+        timeouts.default
+    };
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError::Timeout(limit.as_secs()).into_response(),

@@ -23,6 +23,11 @@ pub const REST_ROUTES: &[(&str, &str, &str)] = &[
     ("post", "/api/v1/upload/part", "public"),
     ("post", "/api/v1/upload/status", "public"),
     ("delete", "/api/v1/upload/abort", "public"),
+    (
+        "get",
+        "/api/v1/projects/{project}/datasets/{dataset}/download",
+        "public",
+    ),
     ("get", "/metrics", "internal"),
     ("post", "/internal/harmony/register", "internal"),
     ("post", "/internal/harmony/deregister", "internal"),
@@ -185,7 +190,42 @@ pub fn document() -> Value {
     {
         paths.extend(upload_paths);
     }
+    if let (Some(paths), Value::Object(dataset_paths)) =
+        (document["paths"].as_object_mut(), dataset_paths(&error))
+    {
+        paths.extend(dataset_paths);
+    }
+    if let Some(graphql_body) =
+        document.pointer_mut("/paths/~1api~1graphql/post/requestBody/content")
+    {
+        graphql_body["multipart/form-data"] = json!({"schema": {
+            "type": "object",
+            "required": ["operations", "map"],
+            "description": "GraphQL multipart request spec: files for `Upload` arguments (createDataset's `file`), at most 128 MiB in all",
+            "properties": {"operations": {"type": "string"}, "map": {"type": "string"}}
+        }});
+    }
     document
+}
+
+/// The dataset routes ([`super::datasets`]); datasets are created and listed through GraphQL.
+fn dataset_paths(error: &Value) -> Value {
+    json!({
+        "/api/v1/projects/{project}/datasets/{dataset}/download": {"get": {
+            "summary": "a READY dataset's file as JSONL (also under /v1); the dataset's downloadUrl; needs dataset:read on the project",
+            "security": [{"bearer": []}],
+            "parameters": [{"name": "project", "in": "path", "required": true, "schema": {"type": "string"}, "description": "project id or key"},
+                           {"name": "dataset", "in": "path", "required": true, "schema": {"type": "string"}, "description": "dataset id or key"},
+                           {"name": "format", "in": "query", "schema": {"enum": ["original", "recipe"], "default": "original"}, "description": "original: the file as uploaded; recipe: one {prompt, completion | good_completion/bad_completion, metrics, metadata} per record"}],
+            "responses": {
+                "200": {"description": "the file", "content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
+                "400": {"description": "unknown format", "content": {"application/json": {"schema": error}}},
+                "403": {"description": "no dataset:read on the project", "content": {"application/json": {"schema": error}}},
+                "404": {"description": "unknown project or dataset", "content": {"application/json": {"schema": error}}},
+                "409": {"description": "the dataset is not READY (still processing, or failed)", "content": {"application/json": {"schema": error}}}
+            }
+        }}
+    })
 }
 
 /// The chunked upload routes ([`super::uploads`]), kept apart from [`document`] to stay within

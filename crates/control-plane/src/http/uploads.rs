@@ -12,9 +12,9 @@
 //! that turns the parts into a dataset or a model checks its own permission. The rules and the
 //! storage are [`crate::uploads`].
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::header::CONTENT_LENGTH;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{delete, post};
@@ -24,21 +24,16 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use crate::auth::{Authenticated, Permission};
 use crate::error::ApiError;
-use crate::uploads::{part_too_large, NewUpload, UploadLimits, Uploads};
+use crate::uploads::{NewUpload, Uploads};
 
 /// The permission every upload route needs (see [`crate::auth::policy::REST_RULES`]).
 pub const UPLOAD_PERMISSION: Permission = Permission::DatasetCreate;
 
-pub fn router(limits: UploadLimits) -> Router<AppState> {
+pub fn router() -> Router<AppState> {
     let routes = Router::new()
         .route("/upload/init", post(init))
-        .route(
-            "/upload/part",
-            // The handler refuses larger parts in our error body; this only lets them through.
-            post(put_part).layer(DefaultBodyLimit::max(
-                limits.max_part_bytes.saturating_add(1),
-            )),
-        )
+        // The body streams to storage: axum's body limit does not apply, ours do.
+        .route("/upload/part", post(put_part))
         .route("/upload/status", post(status))
         .route("/upload/abort", delete(abort));
     Router::new()
@@ -117,29 +112,22 @@ async fn put_part(
     caller: Authenticated,
     query: Result<Query<UploadPartQuery>, QueryRejection>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Json<UploadPartResponse>, ApiError> {
     require_upload_permission(&caller)?;
     let Query(query) =
         query.map_err(|rejection| ApiError::InvalidRequest(rejection.body_text()))?;
-    let limits = uploads(&state).limits();
     let announced_length = headers
         .get(CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
-    if announced_length.is_some_and(|length| length > limits.max_part_bytes as u64) {
-        return Err(part_too_large(limits.max_part_bytes).into());
-    }
-    let bytes = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::from(part_too_large(limits.max_part_bytes)),
-        _ => ApiError::InvalidRequest(rejection.body_text()),
-    })?;
     let part = uploads(&state)
         .put_part(
             &caller.principal.user.id,
             &query.session_id,
             query.part_number,
-            bytes,
+            announced_length,
+            body.into_data_stream(),
         )
         .await?;
     Ok(Json(UploadPartResponse {
@@ -147,6 +135,11 @@ async fn put_part(
         part_number: part.part_number,
         size_bytes: part.size_bytes,
     }))
+}
+
+/// Whether `path` is the part route, which has its own timeout.
+pub fn is_part_route(path: &str) -> bool {
+    path == "/api/v1/upload/part" || path == "/v1/upload/part"
 }
 
 async fn status(

@@ -38,6 +38,7 @@
 mod completion_filter;
 mod compute;
 mod connect;
+mod datasets;
 mod deployments;
 mod feedback;
 mod interactions;
@@ -55,6 +56,9 @@ pub use completion_filter::{
     CompletionCondition, CompletionFilter, NumericComparison, TextField, TextPredicate,
 };
 pub use connect::{DatabaseTarget, StoreOptions};
+pub use datasets::{
+    Dataset, DatasetContents, DATASET_FAILED, DATASET_PENDING, DATASET_PROCESSING, DATASET_READY,
+};
 pub use deployments::{DeployRequest, ModelServiceUpdate};
 pub use feedback::{
     ComparedCompletion, Comparison, NewComparison, NewOutcome, Outcome, ScoreValue,

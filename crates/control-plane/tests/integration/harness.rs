@@ -10,6 +10,7 @@ use adaptive_control_plane::registry::{InProcessRegistry, SharedRegistry};
 use adaptive_control_plane::store::{DatabaseTarget, MetadataStore, StoreOptions};
 use adaptive_control_plane::uploads::UploadLimits;
 use adaptive_control_plane::{ControlPlane, RunningControlPlane};
+use adaptive_registry::StoreEnv;
 use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 
@@ -137,14 +138,37 @@ impl TestServer {
 
     /// With other chunked-upload limits (small parts, a short idle TTL).
     pub async fn start_with_upload_limits(store: MetadataStore, limits: UploadLimits) -> Self {
+        Self::start_with_model_registry(store, limits, None).await
+    }
+
+    /// With the model registry (home of uploads and datasets) at `url` reached with `env`
+    /// (an S3 server of `adaptive_registry::test_util`); `None`: `<data_dir>/model_registry`.
+    pub async fn start_with_model_registry(
+        store: MetadataStore,
+        limits: UploadLimits,
+        model_registry: Option<(String, StoreEnv)>,
+    ) -> Self {
         let directory = tempfile::tempdir().expect("tempdir");
         let mut config = Config::for_test(directory.path());
         config.harmony.heartbeat_interval_ms = 1000;
         config.harmony.replica_ttl_ms = 60_000;
+        let store_env = match model_registry {
+            Some((url, env)) => {
+                config.model_registry = Some(url);
+                env
+            }
+            None => StoreEnv::default(),
+        };
         let registry: SharedRegistry = std::sync::Arc::new(InProcessRegistry::new());
-        let control_plane = ControlPlane::from_parts(config, Secrets::default(), store, registry)
-            .expect("control plane")
-            .with_upload_limits(limits);
+        let control_plane = ControlPlane::from_parts_with_store_env(
+            config,
+            Secrets::default(),
+            store,
+            registry,
+            &store_env,
+        )
+        .expect("control plane")
+        .with_upload_limits(limits);
         let admin = control_plane
             .bootstrap_admin()
             .await

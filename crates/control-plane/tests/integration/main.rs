@@ -8,6 +8,7 @@ mod harness;
 
 mod api_keys;
 mod config_docs;
+mod datasets;
 mod feedback;
 mod http_api;
 mod model_deletion;

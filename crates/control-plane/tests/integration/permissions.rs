@@ -56,6 +56,13 @@ fn samples() -> BTreeMap<&'static str, (&'static str, Value)> {
         ("metrics", ("{ metrics { key } }", json!({}))),
         ("metric", ("query($project: IdOrKey!) { metric(metricIdOrKey: \"nonexistent\", projectIdOrKey: $project) { key } }", p.clone())),
         ("createMetric", ("mutation($project: IdOrKey!) { createMetric(project: $project, input: {name: \"Matrix metric\", kind: SCALAR}) { key } }", p.clone())),
+        ("datasets", ("query($project: IdOrKey!) { datasets(project: $project) { key } }", p.clone())),
+        ("dataset", ("query($project: IdOrKey!) { dataset(idOrKey: \"nonexistent\", project: $project) { key } }", p.clone())),
+        ("datasetUploadProcessingStatus", ("query($project: String!) { datasetUploadProcessingStatus(input: {project: $project, datasetId: \"nonexistent\"}) { status } }", p.clone())),
+        // Allowed callers get past the policy to "no file in this request" (400).
+        ("createDataset", ("mutation($project: String!, $file: Upload!) { createDataset(input: {project: $project, name: \"Matrix dataset\"}, file: $file) { id } }", json!({"project": PROJECT, "file": "#__graphql_file__:0"}))),
+        ("createDatasetFromMultipartUpload", ("mutation($project: String!) { createDatasetFromMultipartUpload(input: {project: $project, name: \"Matrix dataset\", uploadSessionId: \"00000000-0000-0000-0000-000000000000\"}) { status } }", p.clone())),
+        ("deleteDataset", ("mutation($project: IdOrKey!) { deleteDataset(idOrKey: \"nonexistent\", project: $project) }", p.clone())),
         ("completions", ("query($project: String!) { completions(filter: {project: $project}, page: {first: 1}) { totalCount } }", p.clone())),
         ("completionsGrouped", ("query($project: String!) { completionsGrouped(groupBy: MODEL, filter: {project: $project}, page: {first: 1}) { totalCount } }", p.clone())),
         ("completion", ("query($project: IdOrKey!) { completion(project: $project, id: \"00000000-0000-0000-0000-000000000000\") { id } }", p)),

@@ -1,16 +1,95 @@
-//! Chunked uploads (`/api/v1/upload/*`) on both backends: parts out of order and retried, the
-//! bytes read back through [`Uploads`] as an import would (a second instance over the same
-//! store and registry root, like another replica), abort, sessions private to their creator,
-//! size limits, and the removal of abandoned sessions.
+//! Chunked uploads (`/api/v1/upload/*`) on both database backends and on three object
+//! stores (a local directory, s3s-fs in-process and SeaweedFS `weed mini`, both real S3 servers
+//! with SigV4): parts out of order and retried, a part larger than the write buffer (a multipart
+//! upload on S3), the bytes read back through [`Uploads`] as an import would (a second instance
+//! over the same store and registry root, like another replica), abort, sessions private to
+//! their creator, size limits, and the removal of abandoned sessions.
 
 use std::time::Duration;
 
 use adaptive_control_plane::model_storage::ModelStorage;
-use adaptive_control_plane::uploads::{UploadLimits, Uploads};
-use adaptive_registry::StoreEnv;
+use adaptive_control_plane::uploads::{UploadLimits, Uploads, PART_WRITE_BUFFER_BYTES};
+use adaptive_registry::test_util::{self, TestBackend};
+use futures::TryStreamExt;
 use serde_json::{json, Value};
 
 use crate::harness::{wait_for, Backend, TestDatabase, TestServer};
+
+/// The object store the server keeps its uploads in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    Local,
+    S3sFs,
+    SeaweedFs,
+}
+
+/// A running object store, seen from outside the server.
+pub struct TestStorage {
+    backend: TestBackend,
+}
+
+impl TestStorage {
+    /// `None` when SeaweedFS is unavailable here (skipped with a message; a failure under CI).
+    pub async fn start(storage: Storage) -> Option<Self> {
+        let backend = match storage {
+            Storage::Local => test_util::local().await,
+            Storage::S3sFs => test_util::s3s_fs().await,
+            Storage::SeaweedFs => test_util::seaweedfs().await?,
+        };
+        Some(Self { backend })
+    }
+
+    pub fn model_registry(&self) -> Option<(String, adaptive_registry::StoreEnv)> {
+        Some((self.backend.url.clone(), self.backend.store_env()))
+    }
+
+    pub fn model_storage(&self) -> ModelStorage {
+        ModelStorage::open(&self.backend.url, &self.backend.store_env())
+    }
+
+    /// How many objects lie under `prefix` (relative to the registry root).
+    pub async fn objects_under(&self, prefix: &str) -> usize {
+        let store = &self.backend.store;
+        let listed: Vec<_> = store
+            .object_store()
+            .list(Some(&store.path(prefix)))
+            .try_collect()
+            .await
+            .expect("list objects");
+        listed.len()
+    }
+}
+
+/// A database, an object store, and a server over both.
+struct Setup {
+    database: TestDatabase,
+    storage: TestStorage,
+    server: TestServer,
+}
+
+impl Setup {
+    async fn start(backend: Backend, storage: Storage, limits: UploadLimits) -> Option<Self> {
+        let storage = TestStorage::start(storage).await?;
+        let database = TestDatabase::create(backend).await;
+        let server = TestServer::start_with_model_registry(
+            database.store().await,
+            limits,
+            storage.model_registry(),
+        )
+        .await;
+        Some(Self {
+            database,
+            storage,
+            server,
+        })
+    }
+
+    async fn session_objects(&self, session_id: &str) -> usize {
+        self.storage
+            .objects_under(&format!(".uploads/{session_id}"))
+            .await
+    }
+}
 
 struct Client<'a> {
     server: &'a TestServer,
@@ -140,18 +219,12 @@ fn error_code(body: &Value) -> &str {
 }
 
 /// The server's chunked uploads seen from outside: same store, same registry root.
-async fn replica_uploads(database: &TestDatabase, server: &TestServer) -> Uploads {
-    let location = server.data_dir().join("model_registry");
-    let storage = ModelStorage::open(&location.display().to_string(), &StoreEnv::default());
-    Uploads::new(database.store().await, storage, UploadLimits::default())
-}
-
-fn session_directory(server: &TestServer, session_id: &str) -> std::path::PathBuf {
-    server
-        .data_dir()
-        .join("model_registry")
-        .join(".uploads")
-        .join(session_id)
+async fn replica_uploads(setup: &Setup) -> Uploads {
+    Uploads::new(
+        setup.database.store().await,
+        setup.storage.model_storage(),
+        UploadLimits::default(),
+    )
 }
 
 fn part_bytes(seed: u8, len: usize) -> Vec<u8> {
@@ -162,20 +235,38 @@ fn part_bytes(seed: u8, len: usize) -> Vec<u8> {
 
 #[tokio::test]
 async fn sqlite_parts_in_any_order_and_retried_read_back_in_order() {
-    parts_in_any_order_and_retried_read_back_in_order(Backend::Sqlite).await;
+    parts_in_any_order_and_retried_read_back_in_order(Backend::Sqlite, Storage::Local).await;
 }
 
 #[tokio::test]
 async fn postgres_parts_in_any_order_and_retried_read_back_in_order() {
-    parts_in_any_order_and_retried_read_back_in_order(Backend::Postgres).await;
+    parts_in_any_order_and_retried_read_back_in_order(Backend::Postgres, Storage::Local).await;
 }
 
-async fn parts_in_any_order_and_retried_read_back_in_order(backend: Backend) {
-    let database = TestDatabase::create(backend).await;
-    let server = TestServer::start(database.store().await).await;
-    let client = Client::admin(&server);
+#[tokio::test]
+async fn s3s_parts_in_any_order_and_retried_read_back_in_order() {
+    parts_in_any_order_and_retried_read_back_in_order(Backend::Sqlite, Storage::S3sFs).await;
+}
+
+#[tokio::test]
+async fn postgres_seaweedfs_parts_in_any_order_and_retried_read_back_in_order() {
+    parts_in_any_order_and_retried_read_back_in_order(Backend::Postgres, Storage::SeaweedFs).await;
+}
+
+async fn parts_in_any_order_and_retried_read_back_in_order(backend: Backend, storage: Storage) {
+    let Some(setup) = Setup::start(backend, storage, UploadLimits::default()).await else {
+        return;
+    };
+    let server = &setup.server;
+    let client = Client::admin(server);
     let session_id = client.init(3).await;
-    let parts = [part_bytes(1, 5000), part_bytes(2, 5000), part_bytes(3, 17)];
+    // Part 2 is over the write buffer: it goes to storage in pieces (a multipart upload on S3).
+    let large_part_len = PART_WRITE_BUFFER_BYTES * 2 + 12_345;
+    let parts = [
+        part_bytes(1, 5000),
+        part_bytes(2, large_part_len),
+        part_bytes(3, 17),
+    ];
 
     let (status, body) = client.part(&session_id, 3, parts[2].clone()).await;
     assert_eq!((status, &body["size_bytes"]), (200, &json!(17)), "{body}");
@@ -219,15 +310,16 @@ async fn parts_in_any_order_and_retried_read_back_in_order(backend: Backend) {
     let (status, body) = Client::answer(response).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["completed_parts"], json!([1, 2, 3]));
-    assert_eq!(body["uploaded_bytes"], 10_017);
+    let total_bytes = 5000 + large_part_len as i64 + 17;
+    assert_eq!(body["uploaded_bytes"], total_bytes);
 
-    let uploads = replica_uploads(&database, &server).await;
+    let uploads = replica_uploads(&setup).await;
     let owner = client.user_id().await;
     let completed = uploads
         .complete(&owner, &session_id)
         .await
         .expect("complete");
-    assert_eq!(completed.total_bytes, 10_017);
+    assert_eq!(completed.total_bytes, total_bytes);
     let mut read_back = Vec::new();
     for part in &completed.parts {
         read_back.extend_from_slice(
@@ -243,29 +335,36 @@ async fn parts_in_any_order_and_retried_read_back_in_order(backend: Backend) {
     assert_eq!((status, error_code(&body)), (409, "conflict"), "{body}");
     let (_, body) = client.status(&session_id).await;
     assert_eq!(body["completed"], true);
-    server.stop().await;
+    setup.server.stop().await;
 }
 
 #[tokio::test]
 async fn sqlite_sessions_are_private_and_abort_removes_the_objects() {
-    sessions_are_private_and_abort_removes_the_objects(Backend::Sqlite).await;
+    sessions_are_private_and_abort_removes_the_objects(Backend::Sqlite, Storage::Local).await;
 }
 
 #[tokio::test]
 async fn postgres_sessions_are_private_and_abort_removes_the_objects() {
-    sessions_are_private_and_abort_removes_the_objects(Backend::Postgres).await;
+    sessions_are_private_and_abort_removes_the_objects(Backend::Postgres, Storage::Local).await;
 }
 
-async fn sessions_are_private_and_abort_removes_the_objects(backend: Backend) {
-    let database = TestDatabase::create(backend).await;
-    let server = TestServer::start(database.store().await).await;
-    let owner = Client::admin(&server);
+#[tokio::test]
+async fn s3s_sessions_are_private_and_abort_removes_the_objects() {
+    sessions_are_private_and_abort_removes_the_objects(Backend::Sqlite, Storage::S3sFs).await;
+}
+
+async fn sessions_are_private_and_abort_removes_the_objects(backend: Backend, storage: Storage) {
+    let Some(setup) = Setup::start(backend, storage, UploadLimits::default()).await else {
+        return;
+    };
+    let server = &setup.server;
+    let owner = Client::admin(server);
     let session_id = owner.init(2).await;
     assert_eq!(owner.part(&session_id, 1, part_bytes(9, 100)).await.0, 200);
-    assert!(session_directory(&server, &session_id).join("1").is_file());
+    assert_eq!(setup.session_objects(&session_id).await, 1);
 
     // Another admin may not see, extend or abort it.
-    let other = Client::user(&server, "other-uploader", "admin").await;
+    let other = Client::user(server, "other-uploader", "admin").await;
     for (what, (status, body)) in [
         ("status", other.status(&session_id).await),
         ("part", other.part(&session_id, 2, vec![1]).await),
@@ -278,7 +377,7 @@ async fn sessions_are_private_and_abort_removes_the_objects(backend: Backend) {
         );
     }
     // Without dataset:create, nothing at all.
-    let reader = Client::user(&server, "reader", "read-only").await;
+    let reader = Client::user(server, "reader", "read-only").await;
     let (status, body) = reader
         .post_json("/api/v1/upload/init", json!({"total_parts_count": 1}))
         .await;
@@ -292,25 +391,36 @@ async fn sessions_are_private_and_abort_removes_the_objects(backend: Backend) {
 
     let (status, body) = owner.abort(&session_id).await;
     assert_eq!(status, 204, "{body}");
-    assert!(!session_directory(&server, &session_id).exists());
+    assert_eq!(setup.session_objects(&session_id).await, 0);
     let (status, body) = owner.status(&session_id).await;
     assert_eq!((status, error_code(&body)), (404, "not_found"), "{body}");
     let (status, _) = owner.abort(&session_id).await;
     assert_eq!(status, 404);
-    server.stop().await;
+    setup.server.stop().await;
 }
 
 #[tokio::test]
 async fn oversized_parts_and_files_are_refused() {
-    let database = TestDatabase::create(Backend::Sqlite).await;
+    oversized_parts_and_files_are_refused_on(Storage::Local).await;
+}
+
+#[tokio::test]
+async fn s3s_oversized_parts_and_files_are_refused() {
+    oversized_parts_and_files_are_refused_on(Storage::S3sFs).await;
+}
+
+async fn oversized_parts_and_files_are_refused_on(storage: Storage) {
     let limits = UploadLimits {
         max_part_bytes: 1024,
         max_parts: 4,
         max_total_bytes: 2048,
         ..UploadLimits::default()
     };
-    let server = TestServer::start_with_upload_limits(database.store().await, limits).await;
-    let client = Client::admin(&server);
+    let Some(setup) = Setup::start(Backend::Sqlite, storage, limits).await else {
+        return;
+    };
+    let server = &setup.server;
+    let client = Client::admin(server);
     let (status, body) = client
         .post_json("/api/v1/upload/init", json!({"total_parts_count": 5}))
         .await;
@@ -353,27 +463,54 @@ async fn oversized_parts_and_files_are_refused() {
     // Replacing a part counts its new size, not both.
     assert_eq!(client.part(&session_id, 2, vec![0; 1000]).await.0, 200);
     assert_eq!(client.part(&session_id, 3, vec![0; 24]).await.0, 200);
-    server.stop().await;
+
+    // Without a Content-Length the limit holds on the bytes as they stream in, and a refused
+    // part leaves the earlier copy of that part in place.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![Ok(vec![7; 1000]), Ok(vec![7; 1000])];
+    let response = client
+        .http
+        .post(server.public_url("/api/v1/upload/part"))
+        .bearer_auth(&client.api_key)
+        .query(&[("session_id", session_id.as_str()), ("part_number", "1")])
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .expect("request");
+    let (status, body) = Client::answer(response).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (400, "invalid_request"),
+        "{body}"
+    );
+    let (_, body) = client.status(&session_id).await;
+    assert_eq!(body["uploaded_bytes"], 1024 + 1000 + 24, "{body}");
+    setup.server.stop().await;
 }
 
 #[tokio::test]
 async fn sqlite_idle_sessions_are_removed_with_their_objects() {
-    idle_sessions_are_removed_with_their_objects(Backend::Sqlite).await;
+    idle_sessions_are_removed_with_their_objects(Backend::Sqlite, Storage::Local).await;
 }
 
 #[tokio::test]
 async fn postgres_idle_sessions_are_removed_with_their_objects() {
-    idle_sessions_are_removed_with_their_objects(Backend::Postgres).await;
+    idle_sessions_are_removed_with_their_objects(Backend::Postgres, Storage::Local).await;
 }
 
-async fn idle_sessions_are_removed_with_their_objects(backend: Backend) {
-    let database = TestDatabase::create(backend).await;
-    let server = TestServer::start(database.store().await).await;
-    let client = Client::admin(&server);
+#[tokio::test]
+async fn postgres_s3s_idle_sessions_are_removed_with_their_objects() {
+    idle_sessions_are_removed_with_their_objects(Backend::Postgres, Storage::S3sFs).await;
+}
+
+async fn idle_sessions_are_removed_with_their_objects(backend: Backend, storage: Storage) {
+    let Some(setup) = Setup::start(backend, storage, UploadLimits::default()).await else {
+        return;
+    };
+    let client = Client::admin(&setup.server);
     let session_id = client.init(2).await;
     assert_eq!(client.part(&session_id, 1, vec![5; 64]).await.0, 200);
 
-    let uploads = replica_uploads(&database, &server).await;
+    let uploads = replica_uploads(&setup).await;
     let now = chrono::Utc::now().timestamp_millis();
     let an_hour_ago = now - 3_600_000;
     assert_eq!(
@@ -385,22 +522,23 @@ async fn idle_sessions_are_removed_with_their_objects(backend: Backend) {
         uploads.remove_idle_since(now + 1000).await.expect("sweep"),
         1
     );
-    assert!(!session_directory(&server, &session_id).exists());
+    assert_eq!(setup.session_objects(&session_id).await, 0);
     assert_eq!(client.status(&session_id).await.0, 404);
-    server.stop().await;
+    setup.server.stop().await;
 }
 
 /// The server's own sweeper, with an idle TTL of a few milliseconds.
 #[tokio::test]
 async fn the_sweeper_removes_abandoned_sessions() {
-    let database = TestDatabase::create(Backend::Sqlite).await;
     let limits = UploadLimits {
         idle_ttl: Duration::from_millis(1),
         sweep_interval: Duration::from_millis(50),
         ..UploadLimits::default()
     };
-    let server = TestServer::start_with_upload_limits(database.store().await, limits).await;
-    let client = Client::admin(&server);
+    let Some(setup) = Setup::start(Backend::Sqlite, Storage::Local, limits).await else {
+        return;
+    };
+    let client = Client::admin(&setup.server);
     let session_id = client.init(2).await;
     // The part may land after the sweeper removed the session: then it is a 404.
     let (status, _) = client.part(&session_id, 1, vec![5; 64]).await;
@@ -410,9 +548,9 @@ async fn the_sweeper_removes_abandoned_sessions() {
         Duration::from_secs(10),
         || async {
             client.status(&session_id).await.0 == 404
-                && !session_directory(&server, &session_id).exists()
+                && setup.session_objects(&session_id).await == 0
         },
     )
     .await;
-    server.stop().await;
+    setup.server.stop().await;
 }
