@@ -169,6 +169,56 @@ def test_sdk_chat_with_and_without_stream_is_recorded_as_interactions(sdk):
     assert interaction is not None and interaction.completion == response.choices[0].message.content
 
 
+def global_usage(sdk) -> dict:
+    """Totals of `globalUsage`, built and sent by the SDK's own query builder."""
+    from adaptive_sdk.graphql_client.custom_fields import GlobalUsageFields, UsageStatsFields
+    from adaptive_sdk.graphql_client.custom_queries import Query
+    from adaptive_sdk.graphql_client.enums import DateBucketUnit
+    from adaptive_sdk.graphql_client.input_types import GlobalUsageFilterInput
+
+    field = Query.global_usage(filter=GlobalUsageFilterInput(interval=DateBucketUnit.NO_GROUP_BY_DATE)).fields(
+        GlobalUsageFields.total().fields(
+            UsageStatsFields.prompt_tokens, UsageStatsFields.completion_tokens, UsageStatsFields.interactions
+        )
+    )
+    return sdk._gql_client.query(field, operation_name="usageTotals")["globalUsage"]["total"]
+
+
+def test_usage_counts_every_call_stored_or_not(openai_client, sdk):
+    # Earlier tests' last calls may still be in the recorder's queue: wait until totals settle.
+    before = global_usage(sdk)
+    for _ in range(50):
+        time.sleep(0.2)
+        settled = global_usage(sdk)
+        if settled == before:
+            break
+        before = settled
+    prompt = completion = 0
+    for store in (True, False):
+        response = openai_client.chat.completions.create(
+            model=MODEL_NAME, messages=QUESTION, temperature=0, max_tokens=8, extra_body={"store": store}
+        )
+        prompt += response.usage.prompt_tokens
+        completion += response.usage.completion_tokens
+    stream = openai_client.chat.completions.create(
+        model=MODEL_NAME, messages=QUESTION, temperature=0, max_tokens=8, stream=True,
+        stream_options={"include_usage": True}, extra_body={"store": False},
+    )
+    usage = list(stream)[-1].usage
+    prompt += usage.prompt_tokens
+    completion += usage.completion_tokens
+    expected = {
+        "promptTokens": before["promptTokens"] + prompt,
+        "completionTokens": before["completionTokens"] + completion,
+        "interactions": before["interactions"] + 3,
+    }
+    # Recording is batched off the request path: wait for the batch, then check it exactly.
+    deadline = time.monotonic() + 10
+    while global_usage(sdk) != expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert global_usage(sdk) == expected
+
+
 def test_acknowledged_interactions_survive_a_graceful_restart(serve, openai_client, sdk):
     marker = uuid.uuid4().hex
     acknowledged = set()

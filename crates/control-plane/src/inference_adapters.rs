@@ -21,7 +21,7 @@ use crate::auth::policy::INFERENCE_PERMISSION;
 use crate::auth::{Authenticator, Credential, Principal};
 use crate::error::ApiError;
 use crate::registry::{routable_replicas_for_model, SharedRegistry};
-use crate::store::{ChatMessage, Label, MetadataStore, NewInteraction, StoreError};
+use crate::store::{ChatMessage, Label, MetadataStore, NewInteraction, NewUsage, StoreError};
 use crate::ttl_cache::TtlCache;
 
 /// How long resolved models are reused (callers are cached by the [`Authenticator`]).
@@ -200,12 +200,31 @@ impl StoreInteractionSink {
 #[async_trait]
 impl InteractionStore for StoreInteractionSink {
     async fn store_interactions(&self, batch: &[InteractionRecord]) -> Result<(), SinkError> {
-        let rows: Vec<NewInteraction> = batch.iter().map(to_new_interaction).collect();
+        let interactions: Vec<NewInteraction> = batch
+            .iter()
+            .filter(|record| record.stored)
+            .map(to_new_interaction)
+            .collect();
+        let usage: Vec<NewUsage> = batch.iter().map(to_new_usage).collect();
         self.store
-            .insert_interactions(&rows)
+            .insert_gateway_batch(&interactions, &usage)
             .await
             .map(|_| ())
             .map_err(|error| SinkError(error.to_string()))
+    }
+}
+
+fn to_new_usage(record: &InteractionRecord) -> NewUsage {
+    NewUsage {
+        id: record.completion_id.to_string(),
+        project_id: record.project_id.clone(),
+        model_service_id: Some(record.model_service_id.clone()),
+        model_id: Some(record.model_id.clone()),
+        user_id: record.caller.user_id.clone(),
+        api_key_id: record.caller.api_key_id.clone(),
+        prompt_tokens: record.usage.prompt_tokens as i64,
+        completion_tokens: record.usage.completion_tokens as i64,
+        created_at: record.created_at.timestamp_millis(),
     }
 }
 

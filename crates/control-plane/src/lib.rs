@@ -57,6 +57,7 @@ pub mod inference_adapters;
 pub mod model_storage;
 pub mod registry;
 pub mod store;
+pub mod time_buckets;
 mod ttl_cache;
 pub mod uploads;
 

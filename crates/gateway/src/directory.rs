@@ -65,11 +65,15 @@ pub struct Usage {
     pub completion_tokens: u64,
 }
 
-/// A completed call, as stored (the interaction / completion of the domain model).
+/// A completed call, as recorded: its usage always, and the interaction (the completion of the
+/// domain model) when the caller left `store` on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InteractionRecord {
     /// The completion id returned to the client; the idempotency key of the insert.
     pub completion_id: uuid::Uuid,
+    /// False when the request said `store: false`: only the usage is kept, and `messages` and
+    /// `completion` are left empty here so the content is never held or written.
+    pub stored: bool,
     pub session_id: uuid::Uuid,
     pub project_id: String,
     pub model_service_id: String,
@@ -99,7 +103,8 @@ pub struct StoreError(pub String);
 
 #[async_trait]
 pub trait InteractionStore: Send + Sync + 'static {
-    /// Inserts a batch. Must be idempotent on `completion_id`: the recorder retries a batch whose
-    /// outcome it could not observe, and each interaction must be stored exactly once.
+    /// Inserts a batch: the usage of every record, and the interaction of those `stored`. Must be
+    /// idempotent on `completion_id`: the recorder retries a batch whose outcome it could not
+    /// observe, and each call must be counted, and each interaction stored, exactly once.
     async fn store_interactions(&self, batch: &[InteractionRecord]) -> Result<(), StoreError>;
 }

@@ -150,16 +150,15 @@ async fn unary_response(
         Some(elapsed.as_secs_f64()),
         elapsed.as_secs_f64(),
     );
-    if prepared.request.store {
-        let record = build_record(
-            &prepared,
-            parts,
-            &lease.replica.id,
-            Some(elapsed.as_secs_f64() * 1000.0),
-            elapsed.as_secs_f64() * 1000.0,
-        );
-        enqueue(state, record).await?;
-    }
+    // Recorded with or without `store`: usage counts every call.
+    let record = build_record(
+        &prepared,
+        parts,
+        &lease.replica.id,
+        Some(elapsed.as_secs_f64() * 1000.0),
+        elapsed.as_secs_f64() * 1000.0,
+    );
+    enqueue(state, record).await?;
     drop(lease);
     Ok(axum::Json(value).into_response())
 }
@@ -329,17 +328,15 @@ impl StreamRelay {
             .map(|lease| lease.replica.id.clone())
             .unwrap_or_default();
         self.lease = None;
-        if self.prepared.request.store {
-            let record = build_record(
-                &self.prepared,
-                parts,
-                &replica_id,
-                Some(self.ttft_ms),
-                total_ms,
-            );
-            if let Err(error) = enqueue(&self.state, record).await {
-                tracing::error!(%error, "interaction not recorded");
-            }
+        let record = build_record(
+            &self.prepared,
+            parts,
+            &replica_id,
+            Some(self.ttft_ms),
+            total_ms,
+        );
+        if let Err(error) = enqueue(&self.state, record).await {
+            tracing::error!(%error, "interaction not recorded");
         }
     }
 }
@@ -395,16 +392,22 @@ fn build_record(
     total_ms: f64,
 ) -> InteractionRecord {
     let request = &prepared.request;
+    let stored = request.store;
     InteractionRecord {
         completion_id: prepared.completion_id,
+        stored,
         session_id: request.session_id,
         project_id: prepared.resolved.project_id.clone(),
         model_service_id: prepared.resolved.model_service_id.clone(),
         model_id: prepared.resolved.model_id.clone(),
         caller: prepared.caller.clone(),
         kind: request.kind.as_str().to_owned(),
-        messages: request.messages.clone(),
-        completion: parts.text,
+        messages: if stored {
+            request.messages.clone()
+        } else {
+            serde_json::Value::Null
+        },
+        completion: if stored { parts.text } else { String::new() },
         finish_reason: parts.finish_reason,
         labels: request.labels.clone(),
         tags: request.tags.clone(),

@@ -184,6 +184,7 @@ mod tests {
     fn record(index: usize) -> InteractionRecord {
         InteractionRecord {
             completion_id: uuid::Uuid::new_v4(),
+            stored: true,
             session_id: uuid::Uuid::new_v4(),
             project_id: "p".into(),
             model_service_id: "ms".into(),

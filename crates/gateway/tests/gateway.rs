@@ -218,6 +218,31 @@ async fn unary_chat_carries_session_and_completion_ids_and_is_recorded() {
 }
 
 #[tokio::test]
+async fn store_false_keeps_the_usage_but_not_the_content() {
+    let mut harness = Harness::start(vec![FakeHarmonyConfig::default()]).await;
+    for stream in [false, true] {
+        let mut body = chat_body(stream);
+        body["store"] = json!(false);
+        let response = harness
+            .post("/api/v1/chat/completions", body)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 200);
+        response.bytes().await.expect("body");
+    }
+    let stored = harness.stored().await;
+    assert_eq!(stored.len(), 2, "both calls are counted");
+    for record in stored {
+        assert!(!record.stored);
+        assert_eq!(record.messages, Value::Null);
+        assert_eq!(record.completion, "");
+        assert_eq!(record.usage.prompt_tokens, 7);
+        assert!(record.usage.completion_tokens > 0);
+    }
+}
+
+#[tokio::test]
 async fn streaming_relays_every_chunk_then_done_and_hides_usage_unless_asked() {
     let mut harness = Harness::start(vec![FakeHarmonyConfig::default()]).await;
     let events = sse_events(

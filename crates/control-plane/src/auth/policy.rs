@@ -109,6 +109,14 @@ pub const GRAPHQL_RULES: &[Rule] = &[
     rule("completion", Project(ProjectRead, "project")),
     // names a completion, not a project: the resolver checks the completion's project
     rule("addDirectScore", Anywhere(MetricScore)),
+    // usage: resolvers count only the projects the caller may read
+    rule("modelUsage", Anywhere(ProjectRead)),
+    rule("modelUsageByProject", Anywhere(ProjectRead)),
+    rule("modelUsageByUser", Anywhere(ProjectRead)),
+    rule("modelUsageByApiKey", Anywhere(ProjectRead)),
+    rule("modelUsageDetailsByProject", Anywhere(ProjectRead)),
+    rule("globalUsage", Anywhere(ProjectRead)),
+    rule("usageOptions", Anywhere(ProjectRead)),
 ];
 
 /// What calling a project's model (chat, completions) requires, on that project.

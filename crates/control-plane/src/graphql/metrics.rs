@@ -93,8 +93,8 @@ pub struct MetricProjectView {
     pub description: String,
 }
 
-/// A metric as seen from one project.
-pub struct MetricWithContextView(pub Metric);
+/// A metric as seen from one project (the second field: the project's id).
+pub struct MetricWithContextView(pub Metric, pub String);
 
 #[Object(name = "MetricWithContext")]
 impl MetricWithContextView {
@@ -119,7 +119,18 @@ impl MetricWithContextView {
     async fn created_at(&self) -> Timestamp {
         Timestamp(self.0.created_at)
     }
+    /// The metric's scores on this project's completions, aggregated per time bucket (and per
+    /// model with `byModel`).
+    async fn timeseries(
+        &self,
+        context: &Context<'_>,
+        input: TimeseriesInput,
+    ) -> GqlResult<Vec<super::score_series::Timeseries>> {
+        super::score_series::timeseries(context, &self.1, &self.0.id, input).await
+    }
 }
+
+pub use super::score_series::TimeseriesInput;
 
 #[derive(InputObject)]
 pub struct MetricCreate {

@@ -21,6 +21,8 @@ mod models;
 mod multipart;
 mod projects;
 mod scalars;
+mod score_series;
+mod usage;
 mod users;
 
 use std::sync::Arc;
@@ -52,6 +54,7 @@ pub struct QueryRoot(
     completions::CompletionQueries,
     users::UserQueries,
     access::AccessQueries,
+    usage::UsageQueries,
 );
 
 #[derive(MergedObject, Default)]

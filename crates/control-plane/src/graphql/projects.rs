@@ -39,7 +39,10 @@ impl ProjectView {
             .list_project_metrics(&self.0.id)
             .await
             .gql()?;
-        Ok(metrics.into_iter().map(MetricWithContextView).collect())
+        Ok(metrics
+            .into_iter()
+            .map(|metric| MetricWithContextView(metric, self.0.id.clone()))
+            .collect())
     }
     async fn model_services(&self, context: &Context<'_>) -> GqlResult<Vec<ModelServiceView>> {
         let services = store(context)?

@@ -47,6 +47,7 @@ mod models;
 mod projects;
 mod rows;
 mod uploads;
+mod usage;
 mod users;
 
 use adaptive_api_types::ErrorCode;
@@ -72,6 +73,7 @@ pub use models::{ComputeConfigUpdate, NewModel};
 pub use projects::NewProject;
 pub use rows::*;
 pub use uploads::{UploadPart, UploadSession};
+pub use usage::{NewUsage, ScoreSlot, UsageScan, UsageSlot};
 pub use users::{
     ApiKeyGrant, IssuedApiKey, NewUser, ProjectGrant, USER_TYPE_HUMAN, USER_TYPE_SYSTEM,
 };

@@ -17,3 +17,4 @@ mod postgres_failures;
 mod registry_conformance;
 mod store_conformance;
 mod uploads;
+mod usage;

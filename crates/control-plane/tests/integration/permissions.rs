@@ -67,6 +67,13 @@ fn samples() -> BTreeMap<&'static str, (&'static str, Value)> {
         ("completionsGrouped", ("query($project: String!) { completionsGrouped(groupBy: MODEL, filter: {project: $project}, page: {first: 1}) { totalCount } }", p.clone())),
         ("completion", ("query($project: IdOrKey!) { completion(project: $project, id: \"00000000-0000-0000-0000-000000000000\") { id } }", p)),
         ("addDirectScore", ("mutation { addDirectScore(completionId: \"00000000-0000-0000-0000-000000000000\", metricId: \"nonexistent\", input: {value: 1}) { id } }", json!({}))),
+        ("modelUsage", ("{ modelUsage(filter: {modelId: \"fake-model\", unit: DAY}) { bucketTs totalTokens } }", json!({}))),
+        ("modelUsageByProject", ("{ modelUsageByProject(filter: {interval: DAY}) { projectId totalTokens } }", json!({}))),
+        ("modelUsageByUser", ("{ modelUsageByUser(filter: {interval: DAY}) { userId totalTokens } }", json!({}))),
+        ("modelUsageByApiKey", ("{ modelUsageByApiKey(filter: {interval: DAY}) { apiKeyId totalTokens } }", json!({}))),
+        ("modelUsageDetailsByProject", ("{ modelUsageDetailsByProject(filter: {interval: NO_GROUP_BY_DATE}) { totalTokens } }", json!({}))),
+        ("globalUsage", ("{ globalUsage(filter: {interval: NO_GROUP_BY_DATE}) { total { totalTokens } signature } }", json!({}))),
+        ("usageOptions", ("{ usageOptions(filter: {}) { projects { key } } }", json!({}))),
     ])
 }
 
