@@ -10,7 +10,7 @@ use std::time::Duration;
 use adaptive_control_plane::model_storage::ModelStorage;
 use adaptive_control_plane::uploads::{UploadLimits, Uploads, PART_WRITE_BUFFER_BYTES};
 use adaptive_registry::test_util::{self, TestBackend};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde_json::{json, Value};
 
 use crate::harness::{wait_for, Backend, TestDatabase, TestServer};
@@ -552,5 +552,65 @@ async fn the_sweeper_removes_abandoned_sessions() {
         },
     )
     .await;
+    setup.server.stop().await;
+}
+
+/// Not a test: how much memory part uploads cost the server. Four 100 MiB parts are sent at
+/// once, generated on the fly (the client holds one 1 MiB chunk per part), and the process's
+/// peak RSS is compared before and after. Run with
+/// `cargo test -p adaptive-control-plane --test integration -- --ignored --nocapture part_upload_peak_memory`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore]
+async fn part_upload_peak_memory() {
+    const PARTS: i64 = 4;
+    const PART_BYTES: usize = 100 << 20;
+    const CHUNK_BYTES: usize = 1 << 20;
+    fn peak_rss_mib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").expect("proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM");
+        kib / 1024
+    }
+    let Some(setup) = Setup::start(Backend::Sqlite, Storage::Local, UploadLimits::default()).await
+    else {
+        return;
+    };
+    let client = Client::admin(&setup.server);
+    let session_id = client.init(PARTS).await;
+    let before = peak_rss_mib();
+    let started = tokio::time::Instant::now();
+    let uploads = (1..=PARTS).map(|part_number| {
+        let chunks = futures::stream::iter(0..PART_BYTES / CHUNK_BYTES).map(move |index| {
+            Ok::<_, std::io::Error>(vec![
+                (part_number as u8).wrapping_add(index as u8);
+                CHUNK_BYTES
+            ])
+        });
+        client
+            .http
+            .post(setup.server.public_url("/api/v1/upload/part"))
+            .bearer_auth(&client.api_key)
+            .query(&[
+                ("session_id", session_id.clone()),
+                ("part_number", part_number.to_string()),
+            ])
+            .body(reqwest::Body::wrap_stream(chunks))
+            .send()
+    });
+    for response in futures::future::join_all(uploads).await {
+        assert_eq!(response.expect("part").status().as_u16(), 200);
+    }
+    let elapsed = started.elapsed();
+    let (_, body) = client.status(&session_id).await;
+    assert_eq!(body["uploaded_bytes"], PARTS * PART_BYTES as i64);
+    println!(
+        "{PARTS} concurrent parts of {} MiB in {:.2} s: peak RSS {before} MiB -> {} MiB",
+        PART_BYTES >> 20,
+        elapsed.as_secs_f64(),
+        peak_rss_mib()
+    );
     setup.server.stop().await;
 }
