@@ -191,8 +191,12 @@ impl ControlPlane {
             model_storage::ModelStorage::open(&config.model_registry_location(), store_env);
         let uploads =
             uploads::Uploads::new(store.clone(), model_storage.clone(), Default::default());
-        let datasets =
-            datasets::Datasets::new(store.clone(), model_storage.clone(), uploads.clone());
+        // Datasets live in the shared directory, where harmony's training jobs read them.
+        let dataset_storage = model_storage::ModelStorage::open(
+            &config.shared_directory_location(),
+            &config.shared_directory_env(store_env),
+        );
+        let datasets = datasets::Datasets::new(store.clone(), dataset_storage, uploads.clone());
         let schema = graphql::build_schema(graphql::SchemaParts {
             store: store.clone(),
             registry: registry.clone(),

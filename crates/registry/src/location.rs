@@ -53,6 +53,13 @@ impl StoreEnv {
         Self { variables }
     }
 
+    /// This environment with `key` set to `value` (a location's own endpoint, say).
+    pub fn with(&self, key: &str, value: &str) -> Self {
+        let mut variables = self.variables.clone();
+        variables.insert(key.to_owned(), value.to_owned());
+        Self { variables }
+    }
+
     pub fn get(&self, key: &str) -> Option<&str> {
         self.variables
             .get(key)

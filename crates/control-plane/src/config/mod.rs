@@ -306,6 +306,31 @@ impl Config {
         config
     }
 
+    /// The shared directory (datasets; later, training inputs and outputs), shared with harmony:
+    /// `harmony.shared_directory.url` (`s3://bucket/prefix` or a path), else `.path`, else
+    /// `<app.data_dir>/shared`.
+    pub fn shared_directory_location(&self) -> String {
+        let shared = &self.harmony.shared_directory;
+        shared
+            .url
+            .clone()
+            .or_else(|| shared.path.clone())
+            .filter(|location| !location.trim().is_empty())
+            .unwrap_or_else(|| self.app.data_dir.join("shared").display().to_string())
+    }
+
+    /// The object-store environment for the shared directory: `base` (the process's AWS
+    /// settings) with the shared directory's own endpoint when one is configured.
+    pub fn shared_directory_env(
+        &self,
+        base: &adaptive_registry::StoreEnv,
+    ) -> adaptive_registry::StoreEnv {
+        match &self.harmony.shared_directory.endpoint {
+            Some(endpoint) if !endpoint.is_empty() => base.with("AWS_ENDPOINT_URL_S3", endpoint),
+            _ => base.clone(),
+        }
+    }
+
     pub fn model_registry_location(&self) -> String {
         match &self.model_registry {
             Some(location) => location.clone(),
@@ -333,6 +358,24 @@ impl Config {
             return Err(ConfigError::Missing(
                 "db.username is required when db.host is set".to_owned(),
             ));
+        }
+        let shared = &self.harmony.shared_directory;
+        let s3_url = shared
+            .url
+            .as_deref()
+            .is_some_and(|url| url.starts_with("s3://"));
+        let consistent = match shared.kind.as_deref().filter(|kind| !kind.is_empty()) {
+            None => true,
+            Some("s3") => s3_url,
+            Some("local") => !s3_url,
+            Some(_) => false,
+        };
+        if !consistent {
+            return Err(ConfigError::InvalidValue {
+                key: "harmony.shared_directory.type".to_owned(),
+                origin: "config".to_owned(),
+                expected: "`s3` with an s3:// url, or `local` with a path".to_owned(),
+            });
         }
         if self.db.max_connections == 0 {
             return Err(ConfigError::InvalidValue {

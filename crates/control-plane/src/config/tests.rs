@@ -203,6 +203,10 @@ fn every_key_in_the_table_sets_a_field_or_a_secret() {
             pairs.push(("ADAPTIVE_DB__DATABASE".to_owned(), "d".to_owned()));
             pairs.push(("ADAPTIVE_DB__USERNAME".to_owned(), "u".to_owned()));
         }
+        if spec.path == "harmony.shared_directory.type" {
+            // Checked against the url: a free-form sample would be refused.
+            pairs[0].1 = "local".to_owned();
+        }
         if spec.path == "harmony.heartbeat_interval_ms" {
             pairs.push((
                 "ADAPTIVE_HARMONY__REPLICA_TTL_MS".to_owned(),
@@ -241,5 +245,61 @@ fn every_struct_field_is_in_the_key_table() {
     for path in paths {
         let spec = keys::find(&path).unwrap_or_else(|| panic!("{path} is not in keys::KEYS"));
         assert!(!spec.secret, "{path} is a secret but also a config field");
+    }
+}
+
+#[test]
+fn the_shared_directory_is_a_url_a_path_or_the_data_dir() {
+    let loaded = load_env(&[("ADAPTIVE_APP__DATA_DIR", "/srv/adaptive")]).expect("loads");
+    assert_eq!(
+        loaded.config.shared_directory_location(),
+        "/srv/adaptive/shared"
+    );
+    let loaded = load_env(&[
+        ("ADAPTIVE_HARMONY__SHARED_DIRECTORY__TYPE", "s3"),
+        (
+            "ADAPTIVE_HARMONY__SHARED_DIRECTORY__URL",
+            "s3://bucket/shared",
+        ),
+        (
+            "ADAPTIVE_HARMONY__SHARED_DIRECTORY__ENDPOINT",
+            "http://127.0.0.1:8333",
+        ),
+    ])
+    .expect("loads");
+    assert_eq!(
+        loaded.config.shared_directory_location(),
+        "s3://bucket/shared"
+    );
+    let env = loaded
+        .config
+        .shared_directory_env(&adaptive_registry::StoreEnv::from_pairs([(
+            "AWS_ENDPOINT_URL_S3",
+            "http://elsewhere",
+        )]));
+    assert_eq!(
+        env.get("AWS_ENDPOINT_URL_S3"),
+        Some("http://127.0.0.1:8333")
+    );
+    let loaded =
+        load_env(&[("ADAPTIVE_HARMONY__SHARED_DIRECTORY__PATH", "/mnt/shared")]).expect("loads");
+    assert_eq!(loaded.config.shared_directory_location(), "/mnt/shared");
+
+    for (kind, url) in [
+        ("s3", "/mnt/shared"),
+        ("local", "s3://bucket/x"),
+        ("gcs", "gs://b"),
+    ] {
+        let refused = load_env(&[
+            ("ADAPTIVE_HARMONY__SHARED_DIRECTORY__TYPE", kind),
+            ("ADAPTIVE_HARMONY__SHARED_DIRECTORY__URL", url),
+        ])
+        .expect_err("inconsistent type and url");
+        assert!(
+            refused
+                .to_string()
+                .contains("harmony.shared_directory.type"),
+            "{refused}"
+        );
     }
 }

@@ -20,8 +20,10 @@
 //! # Where things live
 //!
 //! - Metadata and processing state: the `datasets` table ([`crate::store::Dataset`]).
-//! - The file, byte for byte as uploaded: `.datasets/<project id>/<dataset id>.jsonl` under the
-//!   model registry root (the object storage chunked uploads use: S3 or a local directory).
+//! - The file, byte for byte as uploaded: `.datasets/<project id>/<dataset id>.jsonl` in the
+//!   shared directory (`harmony.shared_directory`, S3 or a local directory; by default
+//!   `<app.data_dir>/shared`), where harmony's jobs read it. Chunked-upload parts stay in the
+//!   model registry root and are copied from there.
 //!
 //! # Failure and races
 //!

@@ -294,7 +294,7 @@ fn error_code(body: &Value) -> &str {
 }
 
 fn dataset_objects(server: &TestServer) -> Vec<std::path::PathBuf> {
-    let root = server.data_dir().join("model_registry").join(".datasets");
+    let root = server.data_dir().join("shared").join(".datasets");
     let mut found = Vec::new();
     let Ok(projects) = std::fs::read_dir(&root) else {
         return found;

@@ -141,8 +141,9 @@ impl TestServer {
         Self::start_with_model_registry(store, limits, None).await
     }
 
-    /// With the model registry (home of uploads and datasets) at `url` reached with `env`
-    /// (an S3 server of `adaptive_registry::test_util`); `None`: `<data_dir>/model_registry`.
+    /// With the model registry (home of uploads) and the shared directory (datasets) at `url`
+    /// reached with `env` (an S3 server of `adaptive_registry::test_util`); `None`:
+    /// `<data_dir>/model_registry` and `<data_dir>/shared`.
     pub async fn start_with_model_registry(
         store: MetadataStore,
         limits: UploadLimits,
@@ -154,6 +155,8 @@ impl TestServer {
         config.harmony.replica_ttl_ms = 60_000;
         let store_env = match model_registry {
             Some((url, env)) => {
+                // The shared directory (datasets) on the same server, beside the registry.
+                config.harmony.shared_directory.url = Some(url.clone());
                 config.model_registry = Some(url);
                 env
             }
