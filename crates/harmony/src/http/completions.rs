@@ -21,7 +21,7 @@ use super::json::AppJson;
 use super::AppState;
 use crate::error::{HarmonyError, ToolCallIncomplete};
 use crate::generate::{TextEvent, TextStream, TokenLogprobText};
-use crate::tool_calls::{StreamedCall, ToolCallDelta, ToolCallStreamer};
+use crate::tool_calls::{ToolCallDelta, ToolCallStreamer};
 use crate::validate::{validate_chat, validate_completion, ToolCallMode};
 
 pub async fn chat_completions(
@@ -309,7 +309,7 @@ impl ChatToolCalls {
             .calls()
             .iter()
             .zip(&self.call_ids)
-            .map(|(call, id): (&StreamedCall, &String)| ToolCall {
+            .map(|(call, id)| ToolCall {
                 id: id.clone(),
                 kind: "function".to_owned(),
                 function: FunctionCall {
@@ -858,5 +858,28 @@ mod tests {
         assert!(!streaming.delta(cut[0].to_owned(), &[]).is_empty());
         let error = streaming.finish("length").expect_err("incomplete");
         assert_eq!(error.param(), Some("max_tokens"));
+    }
+
+    #[test]
+    fn an_auto_call_cut_by_max_tokens_keeps_finish_reason_length() {
+        let cut = "<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Pa";
+        let collected = ChatFormat::new("m", &ToolCallMode::Parse)
+            .response(cut.to_owned(), Vec::new(), "length", usage())
+            .expect("not required: no error");
+        let choice = &collected.choices[0];
+        assert_eq!(choice.finish_reason.as_deref(), Some("length"));
+        let calls = choice.message.tool_calls.as_ref().expect("the call so far");
+        assert_eq!(calls[0].function.arguments, "{\"city\": \"Pa");
+
+        let mut streaming = ChatFormat::new("m", &ToolCallMode::Parse);
+        let chunks = streamed(&mut streaming, &[cut], "length");
+        assert_eq!(
+            chunks.last().expect("finish")["choices"][0]["finish_reason"],
+            "length"
+        );
+        assert_eq!(
+            assembled_calls(&chunks)[0]["function"]["arguments"],
+            "{\"city\": \"Pa"
+        );
     }
 }
