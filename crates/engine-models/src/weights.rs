@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::quantized::{gguf_file, QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{CpuStorage, DType, Device, Module, Storage, Tensor};
 
 use crate::error::ModelError;
+use crate::small_batch_matmul;
 
 /// A weight matrix `[out, in]` with an optional bias, applied as `x @ W^T + b`.
 ///
@@ -47,12 +48,48 @@ impl Linear {
     pub fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         let ys = match &self.weight {
             LinearWeight::Quantized(weight) => weight.forward(xs)?,
-            LinearWeight::DenseTransposed(weight_t) => xs.matmul(weight_t)?,
+            LinearWeight::DenseTransposed(weight_t) => match small_batch_forward(xs, weight_t)? {
+                Some(ys) => ys,
+                None => xs.matmul(weight_t)?,
+            },
         };
         match &self.bias {
             Some(bias) => ys.broadcast_add(bias),
             None => Ok(ys),
         }
+    }
+}
+
+/// `xs @ weight_t` through [`small_batch_matmul`] when it applies: f32 on CPU, a contiguous
+/// weight, and a decode-sized batch (`SMALL_BATCH_ROWS`); `None` sends the caller to candle.
+fn small_batch_forward(xs: &Tensor, weight_t: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    let (rows, inner) = match xs.dims() {
+        &[rows, inner] => (rows, inner),
+        _ => return Ok(None),
+    };
+    let (weight_inner, outer) = weight_t.dims2()?;
+    let applies = small_batch_matmul::SMALL_BATCH_ROWS.contains(&rows)
+        && inner == weight_inner
+        && xs.dtype() == DType::F32
+        && weight_t.dtype() == DType::F32
+        && xs.device().is_cpu()
+        && weight_t.device().is_cpu();
+    if !applies {
+        return Ok(None);
+    }
+    let xs_values = xs.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+    let (storage, layout) = weight_t.storage_and_layout();
+    let (Storage::Cpu(CpuStorage::F32(weight_values)), Some((start, end))) =
+        (&*storage, layout.contiguous_offsets())
+    else {
+        return Ok(None);
+    };
+    let product =
+        small_batch_matmul::matmul(&xs_values, rows, &weight_values[start..end], inner, outer);
+    drop(storage);
+    match product {
+        Some(values) => Ok(Some(Tensor::from_vec(values, (rows, outer), xs.device())?)),
+        None => Ok(None),
     }
 }
 
