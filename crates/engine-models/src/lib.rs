@@ -20,7 +20,7 @@
 //! format unless the binary is built with `-C target-cpu=native`), one dot product per input row
 //! and weight row, so batching gains nothing with it. [`QuantizedMatmul::Auto`] therefore
 //! dequantizes small models (up to [`AUTO_DEQUANTIZE_MAX_BYTES`] of f32 weights) to f32 at load
-//! time, where gemm picks AVX2/FMA at run time. Decode-sized batches (3 to 64 rows) skip gemm,
+//! time, where gemm picks AVX2/FMA at run time. Decode-sized batches (2 to 64 rows) skip gemm,
 //! which re-packs the weights on every call, for `small_batch_matmul`, which reads each weight
 //! once per step for all rows; attention runs in fused kernels (`cpu_attention`) whose cost does not grow with the number of
 //! sequences in a step. `examples/bench_decode.rs` measures prefill and batched decode.
