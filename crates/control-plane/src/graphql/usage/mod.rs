@@ -61,13 +61,9 @@ impl UsageQueries {
             .grouped(|slot| slot.project_id.clone())
             .into_iter()
             .map(|(project_id, slots)| {
-                let stats = Totals::of(slots.iter().copied()).stats();
                 Ok(UsageStatsByProject {
                     project_id: ID(project_id),
-                    total_tokens: stats.total_tokens,
-                    interactions: stats.interactions,
-                    prompt_tokens: stats.prompt_tokens,
-                    completion_tokens: stats.completion_tokens,
+                    stats: Totals::of(slots.iter().copied()).stats(),
                     timeseries: selection.series(&slots)?,
                 })
             })
@@ -84,13 +80,9 @@ impl UsageQueries {
             .grouped(|slot| slot.user_id.clone())
             .into_iter()
             .map(|(user_id, slots)| {
-                let stats = Totals::of(slots.iter().copied()).stats();
                 Ok(UsageStatsByUser {
                     user_id: user_id.map(ID),
-                    total_tokens: stats.total_tokens,
-                    interactions: stats.interactions,
-                    prompt_tokens: stats.prompt_tokens,
-                    completion_tokens: stats.completion_tokens,
+                    stats: Totals::of(slots.iter().copied()).stats(),
                     timeseries: selection.series(&slots)?,
                 })
             })
@@ -108,14 +100,10 @@ impl UsageQueries {
             .grouped(|slot| (slot.api_key_id.clone(), slot.user_id.clone()))
             .into_iter()
             .map(|((api_key_id, user_id), slots)| {
-                let stats = Totals::of(slots.iter().copied()).stats();
                 Ok(UsageStatsByApiKey {
                     api_key_id: api_key_id.map(ID),
                     user_id: user_id.map(ID),
-                    total_tokens: stats.total_tokens,
-                    interactions: stats.interactions,
-                    prompt_tokens: stats.prompt_tokens,
-                    completion_tokens: stats.completion_tokens,
+                    stats: Totals::of(slots.iter().copied()).stats(),
                     timeseries: selection.series(&slots)?,
                 })
             })
@@ -139,7 +127,6 @@ impl UsageQueries {
                 Some(id) => super::optional(store.get_model_service_by_id(id).await)?,
                 None => None,
             };
-            let stats = Totals::of(slots.iter().copied()).stats();
             items.push(UsageAggregatePerProjectItem {
                 project: project.map(|project| ProjectItem {
                     id: ID(project.id),
@@ -148,10 +135,7 @@ impl UsageQueries {
                     description: project.description,
                 }),
                 model_service: model_service.map(ModelServiceView),
-                prompt_tokens: stats.prompt_tokens,
-                completion_tokens: stats.completion_tokens,
-                total_tokens: stats.total_tokens,
-                interactions: stats.interactions,
+                stats: Totals::of(slots.iter().copied()).stats(),
             });
         }
         Ok(items)
@@ -183,10 +167,7 @@ impl UsageQueries {
             ));
             by_model.push(UsageStatsByModel {
                 model: model.map(ModelView),
-                total_tokens: stats.total_tokens,
-                interactions: stats.interactions,
-                prompt_tokens: stats.prompt_tokens,
-                completion_tokens: stats.completion_tokens,
+                stats,
                 timeseries: selection.series(&slots)?,
             });
         }

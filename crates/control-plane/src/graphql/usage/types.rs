@@ -134,10 +134,8 @@ pub struct UsageStats {
 #[derive(SimpleObject)]
 pub struct UsageStatsByProject {
     pub project_id: ID,
-    pub total_tokens: i64,
-    pub interactions: i64,
-    pub prompt_tokens: i64,
-    pub completion_tokens: i64,
+    #[graphql(flatten)]
+    pub stats: UsageStats,
     pub timeseries: Vec<UsageAggregateItem>,
 }
 
@@ -145,10 +143,8 @@ pub struct UsageStatsByProject {
 pub struct UsageStatsByUser {
     /// Null for calls without a user (none today: every API key belongs to a user).
     pub user_id: Option<ID>,
-    pub total_tokens: i64,
-    pub interactions: i64,
-    pub prompt_tokens: i64,
-    pub completion_tokens: i64,
+    #[graphql(flatten)]
+    pub stats: UsageStats,
     pub timeseries: Vec<UsageAggregateItem>,
 }
 
@@ -157,10 +153,8 @@ pub struct UsageStatsByApiKey {
     /// Null for calls made with a session cookie rather than an API key.
     pub api_key_id: Option<ID>,
     pub user_id: Option<ID>,
-    pub total_tokens: i64,
-    pub interactions: i64,
-    pub prompt_tokens: i64,
-    pub completion_tokens: i64,
+    #[graphql(flatten)]
+    pub stats: UsageStats,
     pub timeseries: Vec<UsageAggregateItem>,
 }
 
@@ -168,10 +162,8 @@ pub struct UsageStatsByApiKey {
 pub struct UsageStatsByModel {
     /// Null when the model was deleted since.
     pub model: Option<ModelView>,
-    pub total_tokens: i64,
-    pub interactions: i64,
-    pub prompt_tokens: i64,
-    pub completion_tokens: i64,
+    #[graphql(flatten)]
+    pub stats: UsageStats,
     pub timeseries: Vec<UsageAggregateItem>,
 }
 
@@ -188,10 +180,8 @@ pub struct ProjectItem {
 pub struct UsageAggregatePerProjectItem {
     pub project: Option<ProjectItem>,
     pub model_service: Option<ModelServiceView>,
-    pub prompt_tokens: i64,
-    pub completion_tokens: i64,
-    pub total_tokens: i64,
-    pub interactions: i64,
+    #[graphql(flatten)]
+    pub stats: UsageStats,
 }
 
 #[derive(SimpleObject)]
