@@ -144,16 +144,7 @@ impl<'a> Client<'a> {
 
     /// A new user holding `role` in a team the project is shared with.
     async fn project_user(server: &'a TestServer, name: &str, role: &str) -> Self {
-        let created = server
-            .graphql(
-                "mutation($input: UserCreate!) { createUser(input: $input) { generatedApiKey } }",
-                json!({"input": {"name": name, "teams": [{"team": "dsteam", "role": role}], "userType": "SYSTEM", "generateApiKey": true}}),
-            )
-            .await;
-        let api_key = created["data"]["createUser"]["generatedApiKey"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{created}"))
-            .to_owned();
+        let api_key = server.service_account_key(name, "dsteam", role).await;
         Self {
             server,
             api_key,

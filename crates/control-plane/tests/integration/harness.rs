@@ -230,6 +230,20 @@ impl TestServer {
             .expect("json body")
     }
 
+    /// Creates a service account holding `role` in `team` and returns its API key.
+    pub async fn service_account_key(&self, name: &str, team: &str, role: &str) -> String {
+        let created = self
+            .graphql(
+                "mutation($input: UserCreate!) { createUser(input: $input) { generatedApiKey } }",
+                serde_json::json!({"input": {"name": name, "teams": [{"team": team, "role": role}], "userType": "SYSTEM", "generateApiKey": true}}),
+            )
+            .await;
+        created["data"]["createUser"]["generatedApiKey"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{created}"))
+            .to_owned()
+    }
+
     pub async fn stop(mut self) {
         if let Some(running) = self.running.take() {
             running.shutdown().await;

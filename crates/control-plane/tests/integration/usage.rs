@@ -74,16 +74,9 @@ async fn setup(server: &TestServer) -> (Service, Service, String) {
             json!({}),
         )
         .await);
-    let created = server
-        .graphql(
-            "mutation($input: UserCreate!) { createUser(input: $input) { generatedApiKey } }",
-            json!({"input": {"name": "usage-reader", "teams": [{"team": "usage-readers", "role": "read-only"}], "userType": "SYSTEM", "generateApiKey": true}}),
-        )
+    let reader_key = server
+        .service_account_key("usage-reader", "usage-readers", "read-only")
         .await;
-    let reader_key = ok(&created)["createUser"]["generatedApiKey"]
-        .as_str()
-        .expect("key")
-        .to_owned();
     let second = services.pop().expect("u2");
     let first = services.pop().expect("u1");
     (first, second, reader_key)
