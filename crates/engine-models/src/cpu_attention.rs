@@ -10,7 +10,7 @@
 //! is the reference these kernels are tested against.
 
 use adaptive_engine::SequenceChunk;
-use candle_core::{CpuStorage, CustomOp3, InplaceOp2, Layout, Shape};
+use candle_core::{CpuStorage, CustomOp3, Device, InplaceOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 fn f32_slice<'a>(
@@ -153,6 +153,170 @@ impl PagedAttention<'_> {
     }
 }
 
+/// Chunks of at least this many tokens (prefill chunks) attend through matmuls, per KV head and
+/// tile of query tokens; shorter ones, decode steps above all, token by token.
+pub(crate) const MATMUL_MIN_TOKENS: usize = 16;
+/// Query tokens per matmul tile. A tile's context ends at its last token, so the causally masked
+/// part of its score matrix is at most one tile's triangle: smaller tiles compute less that is
+/// thrown away, larger ones make larger (more efficient) matmuls.
+const QUERY_TILE: usize = 64;
+
+fn attends_by_matmul(chunk: &SequenceChunk) -> bool {
+    chunk.tokens.len() >= MATMUL_MIN_TOKENS
+}
+
+/// One KV head's context of one chunk, gathered from its blocks: `[context, head_dim]` each.
+struct GatheredContext {
+    keys: Tensor,
+    values: Tensor,
+}
+
+impl PagedAttention<'_> {
+    /// The chunks that [`attends_by_matmul`], written into `output` (`[tokens, heads * d]`).
+    ///
+    /// Token by token, every query re-reads its whole context through the block table with
+    /// vector dot products: fine for a decode step, but a 512-token prefill chunk would read
+    /// its keys 512 times. Here each chunk's keys and values are gathered once per KV head into
+    /// contiguous matrices, and for each tile of query tokens the `group` query heads of every
+    /// token are the rows of one `Q·Kᵀ` and one `P·V` matmul (gemm, through candle), with the
+    /// causal mask and the softmax applied to the scores in between.
+    fn attend_long_chunks(
+        &self,
+        queries: &[f32],
+        offsets: &[usize],
+        cache: &CacheView<'_>,
+        output: &mut [f32],
+    ) -> candle_core::Result<()> {
+        let heads: Vec<(usize, usize)> = self
+            .chunks
+            .iter()
+            .enumerate()
+            .filter(|(_, chunk)| attends_by_matmul(chunk))
+            .flat_map(|(c, _)| (0..self.num_kv_heads).map(move |h| (c, h)))
+            .collect();
+        if heads.is_empty() {
+            return Ok(());
+        }
+        let contexts = heads
+            .par_iter()
+            .map(|&(c, h)| self.gather_context(&self.chunks[c], h, cache))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let tiles: Vec<(usize, usize)> = heads
+            .iter()
+            .enumerate()
+            .flat_map(|(index, &(c, _))| {
+                (0..self.chunks[c].tokens.len())
+                    .step_by(QUERY_TILE)
+                    .map(move |start| (index, start))
+            })
+            .collect();
+        let tile_outputs = tiles
+            .par_iter()
+            .map(|&(index, start)| {
+                let (c, h) = heads[index];
+                self.attend_tile(c, h, start, queries, offsets[c], &contexts[index])
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+
+        let d = self.head_dim;
+        let group = self.num_heads / self.num_kv_heads;
+        let row = self.num_heads * d;
+        for (&(index, start), tile) in tiles.iter().zip(&tile_outputs) {
+            let (c, kv_head) = heads[index];
+            // Tile rows are (token, query head of this KV head); a token's heads are adjacent
+            // in `output` too, so each token is one copy.
+            for (t, token_heads) in tile.chunks(group * d).enumerate() {
+                let dst = (offsets[c] + start + t) * row + kv_head * group * d;
+                output[dst..dst + group * d].copy_from_slice(token_heads);
+            }
+        }
+        Ok(())
+    }
+
+    fn gather_context(
+        &self,
+        chunk: &SequenceChunk,
+        kv_head: usize,
+        cache: &CacheView<'_>,
+    ) -> candle_core::Result<GatheredContext> {
+        let d = self.head_dim;
+        let context = chunk.start_pos + chunk.tokens.len();
+        let base = kv_head * cache.total_slots * d;
+        let mut keys = Vec::with_capacity(context * d);
+        let mut values = Vec::with_capacity(context * d);
+        for (index, &block) in chunk
+            .block_table
+            .iter()
+            .take(context.div_ceil(self.block_size))
+            .enumerate()
+        {
+            let run = self.block_size.min(context - index * self.block_size);
+            let first = base + block as usize * self.block_size * d;
+            let range = first..first + run * d;
+            let (Some(block_keys), Some(block_values)) =
+                (cache.keys.get(range.clone()), cache.values.get(range))
+            else {
+                candle_core::bail!("block {block} beyond the kv cache")
+            };
+            keys.extend_from_slice(block_keys);
+            values.extend_from_slice(block_values);
+        }
+        if keys.len() != context * d {
+            candle_core::bail!("block table shorter than the context of {context} tokens")
+        }
+        Ok(GatheredContext {
+            keys: Tensor::from_vec(keys, (context, d), &Device::Cpu)?,
+            values: Tensor::from_vec(values, (context, d), &Device::Cpu)?,
+        })
+    }
+
+    /// Query tokens `start..start + QUERY_TILE` of chunk `c` against KV head `kv_head`; returns
+    /// `[tokens, group, head_dim]`.
+    fn attend_tile(
+        &self,
+        c: usize,
+        kv_head: usize,
+        start: usize,
+        queries: &[f32],
+        offset: usize,
+        gathered: &GatheredContext,
+    ) -> candle_core::Result<Vec<f32>> {
+        let chunk = &self.chunks[c];
+        let d = self.head_dim;
+        let group = self.num_heads / self.num_kv_heads;
+        let row = self.num_heads * d;
+        let end = (start + QUERY_TILE).min(chunk.tokens.len());
+        let context = chunk.start_pos + end;
+        // The query heads of one KV head are adjacent in a token's row.
+        let mut tile_queries = Vec::with_capacity((end - start) * group * d);
+        for t in start..end {
+            let first = (offset + t) * row + kv_head * group * d;
+            tile_queries.extend_from_slice(&queries[first..first + group * d]);
+        }
+        let rows = (end - start) * group;
+        let tile_queries = Tensor::from_vec(tile_queries, (rows, d), &Device::Cpu)?;
+        let keys = gathered.keys.narrow(0, 0, context)?;
+        let mut scores = tile_queries
+            .matmul(&keys.t()?)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        for (r, row_scores) in scores.chunks_mut(context).enumerate() {
+            let visible = chunk.start_pos + start + r / group + 1;
+            let (kept, masked) = row_scores.split_at_mut(visible);
+            for score in kept.iter_mut() {
+                *score *= self.scale;
+            }
+            softmax_in_place(kept);
+            masked.fill(0.);
+        }
+        let probabilities = Tensor::from_vec(scores, (rows, context), &Device::Cpu)?;
+        probabilities
+            .matmul(&gathered.values.narrow(0, 0, context)?)?
+            .flatten_all()?
+            .to_vec1::<f32>()
+    }
+}
+
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     // Four accumulators let the compiler vectorize without reassociating a single sum.
     let mut acc = [0f32; 4];
@@ -217,24 +381,134 @@ impl CustomOp3 for PagedAttention<'_> {
         if cache.keys.len() != cache.values.len() {
             candle_core::bail!("key and value caches differ in size")
         }
-        // Every (chunk, token) pair, so that tokens of long prefills and single decode steps
-        // spread evenly over threads.
+        let mut output = vec![0f32; total_tokens * row];
+        let offsets: Vec<usize> = self
+            .chunks
+            .iter()
+            .scan(0, |offset, chunk| {
+                let start = *offset;
+                *offset += chunk.tokens.len();
+                Some(start)
+            })
+            .collect();
+        self.attend_long_chunks(queries, &offsets, &cache, &mut output)?;
+        // The other chunks token by token: every (chunk, token) pair, so that the tokens of
+        // short chunks and single decode steps spread evenly over threads.
         let work: Vec<(usize, usize)> = self
             .chunks
             .iter()
             .enumerate()
             .flat_map(|(c, chunk)| (0..chunk.tokens.len()).map(move |i| (c, i)))
             .collect();
-        let mut output = vec![0f32; total_tokens * row];
         output
             .par_chunks_mut(row)
             .zip(work.par_iter())
             .enumerate()
+            .filter(|(_, (_, &(c, _)))| !attends_by_matmul(&self.chunks[c]))
             .for_each(|(token, (out, &(c, i)))| {
                 let chunk = &self.chunks[c];
                 let query = &queries[token * row..(token + 1) * row];
                 self.attend_token(chunk, chunk.start_pos + i, query, &cache, out);
             });
         Ok((CpuStorage::F32(output), Shape::from((total_tokens, row))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-1, 1).
+    fn values(seed: u64, len: usize) -> Vec<f32> {
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..len)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2. - 1.
+            })
+            .collect()
+    }
+
+    /// Long chunks (one tile and several, from position 0 and continuing a cached prefix, over
+    /// scattered blocks) attend through matmuls exactly as token by token.
+    #[test]
+    fn matmul_path_matches_token_by_token() {
+        let (num_heads, num_kv_heads, head_dim, block_size, num_blocks) = (6, 2, 8, 4, 128);
+        let total_slots = num_blocks * block_size;
+        let keys = values(1, num_kv_heads * total_slots * head_dim);
+        let cache_values = values(2, num_kv_heads * total_slots * head_dim);
+        let cache = CacheView {
+            keys: &keys,
+            values: &cache_values,
+            total_slots,
+        };
+        // Scattered, disjoint block tables.
+        let table = |first: u32, count: u32| -> Vec<u32> {
+            (0..count)
+                .map(|i| (first + 37 * i) % num_blocks as u32)
+                .collect()
+        };
+        let chunk = |id: u64, len: usize, start_pos: usize, block_table: Vec<u32>| SequenceChunk {
+            sequence_id: id,
+            tokens: vec![1; len],
+            start_pos,
+            block_table,
+            wants_logits: true,
+        };
+        let chunks = vec![
+            chunk(0, 1, 40, table(0, 11)),
+            chunk(1, 150, 0, table(1, 38)),
+            chunk(2, 16, 9, table(2, 7)),
+            chunk(3, 70, 37, table(3, 27)),
+            chunk(4, 15, 3, table(4, 5)),
+        ];
+        assert!(chunks.iter().filter(|c| attends_by_matmul(c)).count() == 3);
+        let attention = PagedAttention {
+            chunks: &chunks,
+            num_heads,
+            num_kv_heads,
+            head_dim,
+            block_size,
+            scale: 0.35,
+        };
+        let row = num_heads * head_dim;
+        let total: usize = chunks.iter().map(|c| c.tokens.len()).sum();
+        let queries = values(3, total * row);
+        let shape = |dims: &[usize]| Layout::contiguous(Shape::from(dims.to_vec()));
+        let (storage, _) = attention
+            .cpu_fwd(
+                &CpuStorage::F32(queries.clone()),
+                &shape(&[total, num_heads, head_dim]),
+                &CpuStorage::F32(keys.clone()),
+                &shape(&[num_kv_heads, total_slots, head_dim]),
+                &CpuStorage::F32(cache_values.clone()),
+                &shape(&[num_kv_heads, total_slots, head_dim]),
+            )
+            .expect("attention");
+        let CpuStorage::F32(ours) = storage else {
+            panic!("f32 output expected")
+        };
+
+        let mut token = 0;
+        for chunk in &chunks {
+            for i in 0..chunk.tokens.len() {
+                let mut expected = vec![0f32; row];
+                let query = &queries[token * row..(token + 1) * row];
+                attention.attend_token(chunk, chunk.start_pos + i, query, &cache, &mut expected);
+                let got = &ours[token * row..(token + 1) * row];
+                for (a, b) in got.iter().zip(&expected) {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * (1. + b.abs()),
+                        "sequence {} token {i}: {a} against {b}",
+                        chunk.sequence_id
+                    );
+                }
+                token += 1;
+            }
+        }
     }
 }

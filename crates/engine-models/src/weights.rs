@@ -61,7 +61,7 @@ impl Linear {
 }
 
 /// `xs @ weight_t` through [`small_batch_matmul`] when it applies: f32 on CPU, a contiguous
-/// weight, and a decode-sized batch (`SMALL_BATCH_ROWS`); `None` sends the caller to candle.
+/// weight, and at least two rows (`SMALL_BATCH_ROWS`); `None` sends the caller to candle.
 fn small_batch_forward(xs: &Tensor, weight_t: &Tensor) -> candle_core::Result<Option<Tensor>> {
     let (rows, inner) = match xs.dims() {
         &[rows, inner] => (rows, inner),

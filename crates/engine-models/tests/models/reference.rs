@@ -392,6 +392,56 @@ fn qwen3_matches_candle_transformers() {
     check_against_reference(Family::Qwen3);
 }
 
+/// A 100-token prompt prefilled in two long chunks (the CPU kernels attend those through
+/// matmuls over query tiles, not token by token), then one decode step, against the reference.
+#[test]
+fn long_chunked_prefill_matches_candle_transformers() {
+    for family in [Family::Llama, Family::Qwen3] {
+        for fused_cpu_attention in ATTENTION_PATHS {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let tensors = write_tiny_model(dir.path(), family, 9);
+            let options = LoadOptions {
+                fused_cpu_attention,
+                ..options()
+            };
+            let mut model = load_model(dir.path(), &options).expect("load tiny model");
+            let mut reference = Reference::new(family, tensors);
+            let tokens = prompt(21, 100);
+            let table = sequence_blocks(1, 26);
+            let mut forward = |tokens: &[u32], start_pos: usize| {
+                model
+                    .executor
+                    .forward(&ForwardBatch {
+                        chunks: vec![SequenceChunk {
+                            sequence_id: 0,
+                            tokens: tokens.to_vec(),
+                            start_pos,
+                            block_table: table.clone(),
+                            wants_logits: true,
+                        }],
+                    })
+                    .expect("forward")
+            };
+            forward(&tokens[..70], 0);
+            let ours = forward(&tokens[70..], 70);
+            let expected = reference.forward(&tokens, 0);
+            let error = relative_error(&ours[0], &expected);
+            assert!(
+                error < 1e-4,
+                "{family:?} fused={fused_cpu_attention} prefill: relative error {error}"
+            );
+            let next = crate::common::argmax(&expected);
+            let ours = forward(&[next], 100);
+            let expected = reference.forward(&[next], 100);
+            let error = relative_error(&ours[0], &expected);
+            assert!(
+                error < 1e-4,
+                "{family:?} fused={fused_cpu_attention} decode: relative error {error}"
+            );
+        }
+    }
+}
+
 /// Eight prompts of different lengths decoded greedily together give the tokens each gives
 /// alone.
 #[test]
