@@ -77,16 +77,34 @@ fn small_batch_forward(xs: &Tensor, weight_t: &Tensor) -> candle_core::Result<Op
     if !applies {
         return Ok(None);
     }
-    let xs_values = xs.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+    // Both operands are read in place: a prefill chunk's activations are megabytes, and a copy
+    // per projection showed up in profiles.
+    let xs = xs.contiguous()?;
+    let (x_storage, x_layout) = xs.storage_and_layout();
     let (storage, layout) = weight_t.storage_and_layout();
-    let (Storage::Cpu(CpuStorage::F32(weight_values)), Some((start, end))) =
-        (&*storage, layout.contiguous_offsets())
+    let (
+        Storage::Cpu(CpuStorage::F32(x_values)),
+        Some((x_start, x_end)),
+        Storage::Cpu(CpuStorage::F32(weight_values)),
+        Some((start, end)),
+    ) = (
+        &*x_storage,
+        x_layout.contiguous_offsets(),
+        &*storage,
+        layout.contiguous_offsets(),
+    )
     else {
         return Ok(None);
     };
-    let product =
-        small_batch_matmul::matmul(&xs_values, rows, &weight_values[start..end], inner, outer);
+    let product = small_batch_matmul::matmul(
+        &x_values[x_start..x_end],
+        rows,
+        &weight_values[start..end],
+        inner,
+        outer,
+    );
     drop(storage);
+    drop(x_storage);
     match product {
         Some(values) => Ok(Some(Tensor::from_vec(values, (rows, outer), xs.device())?)),
         None => Ok(None),
