@@ -4,12 +4,12 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::metrics::{ModelLabels, RouteLabels, RouteStatusLabels};
-use crate::relay::{self, ShapedParts, Shaper, SSE_DONE};
+use crate::raw_json::RawObject;
+use crate::relay::{self, ShapeMode, ShapedParts, Shaper, SSE_DONE};
 use crate::request::{self, InferenceKind, ValidInferenceRequest};
 use crate::{Caller, GatewayError, GatewayState, InteractionRecord, ResolvedModel, Usage};
 
@@ -86,9 +86,7 @@ async fn prepare(
     kind: InferenceKind,
 ) -> Result<Prepared, GatewayError> {
     let caller = state.inner.directory.authenticate(headers).await?;
-    let json: Value = serde_json::from_slice(body)
-        .map_err(|error| GatewayError::InvalidRequest(format!("malformed JSON body: {error}")))?;
-    let mut request = request::validate(kind, json)?;
+    let request = request::validate(kind, body)?;
     let resolved = state
         .inner
         .directory
@@ -97,20 +95,14 @@ async fn prepare(
     if resolved.replicas.is_empty() {
         return Err(GatewayError::ModelNotOnline(request.model.clone()));
     }
-    request
-        .upstream_body
-        .insert("model".into(), Value::String(resolved.model_key.clone()));
-    let upstream_body =
-        Bytes::from(serde_json::to_vec(&request.upstream_body).map_err(|error| {
-            GatewayError::internal("cannot encode the upstream request", error)
-        })?);
-    let completion_id = uuid::Uuid::new_v4();
-    let shaper = Shaper {
+    let upstream_body = request.upstream_body(&resolved.model_key);
+    let completion_id = crate::ids::random_uuid();
+    let shaper = Shaper::new(
         kind,
-        completion_id: completion_id.to_string(),
-        session_id: request.session_id.to_string(),
-        model_label: format!("{}/{}", resolved.project_key, resolved.model_service_key),
-    };
+        &completion_id.to_string(),
+        &request.session_id.to_string(),
+        &format!("{}/{}", resolved.project_key, resolved.model_service_key),
+    );
     Ok(Prepared {
         caller,
         request,
@@ -123,25 +115,17 @@ async fn prepare(
 
 async fn unary_response(
     state: &GatewayState,
-    prepared: Prepared,
+    mut prepared: Prepared,
     started: Instant,
 ) -> Result<Response, GatewayError> {
-    let (lease, mut value) = relay::unary(
+    let (lease, body, parts) = relay::unary(
         state,
         &prepared.resolved,
         &prepared.request,
         &prepared.upstream_body,
+        &prepared.shaper,
     )
     .await?;
-    let Value::Object(object) = &mut value else {
-        return Err(GatewayError::Unavailable(
-            "harmony answered a non-object body".into(),
-        ));
-    };
-    let parts = prepared.shaper.shape(object, false);
-    object
-        .entry("usage")
-        .or_insert_with(|| json!({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}));
     let elapsed = started.elapsed();
     observe(
         state,
@@ -152,7 +136,7 @@ async fn unary_response(
     );
     // Recorded with or without `store`: usage counts every call.
     let record = build_record(
-        &prepared,
+        &mut prepared,
         parts,
         &lease.replica.id,
         Some(elapsed.as_secs_f64() * 1000.0),
@@ -160,7 +144,14 @@ async fn unary_response(
     );
     enqueue(state, record).await?;
     drop(lease);
-    Ok(axum::Json(value).into_response())
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
 }
 
 async fn stream_response(
@@ -196,6 +187,7 @@ async fn stream_response(
         opened: Some(opened.body),
         parser: opened.parser,
         lease: Some(opened.lease),
+        broken: None,
         finished: false,
     };
     let body = Body::from_stream(futures::stream::unfold(relay, |mut relay| async move {
@@ -225,21 +217,26 @@ struct StreamRelay {
     finish_reason: Option<String>,
     usage: Option<Usage>,
     pending: Option<String>,
-    opened: Option<relay::ByteStream>,
+    opened: Option<crate::upstream::Exchange>,
     parser: crate::sse::SseParser,
     lease: Option<crate::balancer::Lease>,
+    /// A failure of the upstream body met while looking for already-arrived events.
+    broken: Option<hyper::Error>,
     finished: bool,
 }
 
 impl StreamRelay {
+    /// The next bytes for the client: every event that has already arrived, shaped, in one
+    /// chunk (one write), waiting only when none has.
     async fn next_chunk(&mut self) -> Option<Bytes> {
+        let mut chunk: Vec<u8> = Vec::new();
         loop {
             if self.finished {
-                return None;
+                return (!chunk.is_empty()).then(|| Bytes::from(chunk));
             }
             let event = match self.pending.take() {
                 Some(event) => event,
-                None => match self.next_event().await {
+                None if chunk.is_empty() => match self.next_event().await {
                     Ok(event) => event,
                     Err(error) => {
                         self.finished = true;
@@ -248,22 +245,38 @@ impl StreamRelay {
                         return Some(relay::sse_data(&error.to_body()));
                     }
                 },
+                None => match self.arrived_event() {
+                    Some(event) => event,
+                    None => return Some(Bytes::from(chunk)),
+                },
             };
             if event == "[DONE]" {
                 self.finished = true;
                 self.complete().await;
-                return Some(Bytes::from_static(SSE_DONE));
+                chunk.extend_from_slice(SSE_DONE);
+                return Some(Bytes::from(chunk));
             }
-            let Ok(Value::Object(mut object)) = serde_json::from_str::<Value>(&event) else {
+            let Ok(object) = RawObject::parse_str(&event) else {
                 tracing::warn!("skipping a non-JSON event from harmony");
                 continue;
             };
-            if object.contains_key("error") {
+            if object.get("error").is_some() {
                 self.finished = true;
                 self.lease = None;
-                return Some(relay::sse_data(&Value::Object(object)));
+                chunk.extend_from_slice(&relay::sse_event(event.as_bytes()));
+                return Some(Bytes::from(chunk));
             }
-            let parts: ShapedParts = self.prepared.shaper.shape(&mut object, true);
+            let include_usage = self.prepared.request.include_usage;
+            let event_start = chunk.len();
+            chunk.reserve(event.len() + 256);
+            chunk.extend_from_slice(b"data: ");
+            let parts: ShapedParts = self.prepared.shaper.shape(
+                &object,
+                ShapeMode::Stream {
+                    keep_usage: include_usage,
+                },
+                &mut chunk,
+            );
             self.text.push_str(&parts.text);
             if parts.finish_reason.is_some() {
                 self.finish_reason = parts.finish_reason;
@@ -271,13 +284,28 @@ impl StreamRelay {
             if parts.usage.is_some() {
                 self.usage = parts.usage;
             }
-            if parts.usage_only && !self.prepared.request.include_usage {
+            if parts.usage_only && !include_usage {
+                chunk.truncate(event_start);
                 continue;
             }
-            if !self.prepared.request.include_usage {
-                object.remove("usage");
+            chunk.extend_from_slice(b"\n\n");
+        }
+    }
+
+    /// The next event if it has already been received, without waiting.
+    fn arrived_event(&mut self) -> Option<String> {
+        loop {
+            if let Some(event) = self.parser.next_event() {
+                return Some(event);
             }
-            return Some(relay::sse_data(&Value::Object(object)));
+            match self.opened.as_mut()?.ready_chunk()? {
+                Some(Ok(bytes)) => self.parser.push(&bytes),
+                Some(Err(error)) => {
+                    self.broken = Some(error);
+                    return None;
+                }
+                None => return None,
+            }
         }
     }
 
@@ -287,12 +315,17 @@ impl StreamRelay {
             if let Some(event) = self.parser.next_event() {
                 return Ok(event);
             }
+            if let Some(error) = self.broken.take() {
+                return Err(GatewayError::Unavailable(format!(
+                    "the replica's stream broke: {error}"
+                )));
+            }
             let Some(body) = self.opened.as_mut() else {
                 return Err(GatewayError::Unavailable(
                     "the upstream stream is closed".into(),
                 ));
             };
-            match tokio::time::timeout(idle_timeout, body.next()).await {
+            match tokio::time::timeout(idle_timeout, body.next_chunk()).await {
                 Err(_) => {
                     return Err(GatewayError::Timeout(
                         "the model stopped producing tokens (idle timeout)".into(),
@@ -314,6 +347,11 @@ impl StreamRelay {
     }
 
     async fn complete(&mut self) {
+        // What follows [DONE] is the end of the body: reading it frees the connection for reuse.
+        if let Some(body) = self.opened.as_mut() {
+            while let Some(Some(Ok(_))) = body.ready_chunk() {}
+        }
+        self.opened = None;
         let total_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         let parts = ShapedParts {
             text: std::mem::take(&mut self.text),
@@ -329,7 +367,7 @@ impl StreamRelay {
             .unwrap_or_default();
         self.lease = None;
         let record = build_record(
-            &self.prepared,
+            &mut self.prepared,
             parts,
             &replica_id,
             Some(self.ttft_ms),
@@ -384,14 +422,15 @@ fn observe(
     }
 }
 
+/// Takes the request's content out of `prepared`: a request is recorded once.
 fn build_record(
-    prepared: &Prepared,
+    prepared: &mut Prepared,
     parts: ShapedParts,
     replica_id: &str,
     ttft_ms: Option<f64>,
     total_ms: f64,
 ) -> InteractionRecord {
-    let request = &prepared.request;
+    let request = &mut prepared.request;
     let stored = request.store;
     InteractionRecord {
         completion_id: prepared.completion_id,
@@ -403,16 +442,16 @@ fn build_record(
         caller: prepared.caller.clone(),
         kind: request.kind.as_str().to_owned(),
         messages: if stored {
-            request.messages.clone()
+            std::mem::take(&mut request.messages)
         } else {
             serde_json::Value::Null
         },
         completion: if stored { parts.text } else { String::new() },
         finish_reason: parts.finish_reason,
-        labels: request.labels.clone(),
-        tags: request.tags.clone(),
-        metadata: request.metadata.clone(),
-        parameters: request.parameters.clone(),
+        labels: std::mem::take(&mut request.labels),
+        tags: std::mem::take(&mut request.tags),
+        metadata: std::mem::take(&mut request.metadata),
+        parameters: std::mem::take(&mut request.parameters),
         usage: parts.usage.unwrap_or_default(),
         ttft_ms,
         total_ms,

@@ -21,11 +21,14 @@ mod balancer;
 mod directory;
 mod error;
 mod handlers;
+mod ids;
 mod metrics;
+mod raw_json;
 mod recorder;
 mod relay;
 mod request;
 mod sse;
+mod upstream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,7 +80,7 @@ struct GatewayInner {
     directory: Arc<dyn Directory>,
     balancer: Balancer,
     recorder: RecorderHandle,
-    http: reqwest::Client,
+    upstream: upstream::UpstreamClient,
     metrics: GatewayMetrics,
 }
 
@@ -88,12 +91,7 @@ impl GatewayState {
         recorder: RecorderHandle,
         metrics: GatewayMetrics,
     ) -> Result<Self, GatewayError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .pool_max_idle_per_host(1024)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|error| GatewayError::internal("cannot build the http client", error))?;
+        let upstream = upstream::UpstreamClient::new(config.connect_timeout);
         let balancer = Balancer::new(config.balancer.clone());
         Ok(Self {
             inner: Arc::new(GatewayInner {
@@ -101,7 +99,7 @@ impl GatewayState {
                 directory,
                 balancer,
                 recorder,
-                http,
+                upstream,
                 metrics,
             }),
         })

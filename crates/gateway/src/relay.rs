@@ -5,34 +5,35 @@
 //! event has been relayed the client has seen output, so a later failure ends the stream with an
 //! OpenAI-shaped error event instead.
 //!
-//! Each relayed event is parsed once, to add what the Adaptive API promises (`session_id`,
-//! `completion_id` per choice, a complete `delta`) and to accumulate the completion for the
-//! interaction record; events are re-emitted one for one, as they arrive, never buffered.
+//! Each relayed event is read once, one level deep per object (see `raw_json`), to add what the
+//! Adaptive API promises (`session_id`, `completion_id` per choice, a complete `delta`) and to
+//! accumulate the completion for the interaction record; events are re-emitted one for one as
+//! they arrive, never held back: the events that arrived together (one read from harmony) go to
+//! the client in one write.
 
 use std::collections::HashSet;
-use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
+use serde_json::Value;
 use tokio::time::Instant;
 
 use adaptive_api_types::{ErrorCode, OpenAiErrorBody};
 
 use crate::balancer::{Lease, RouteHints};
+use crate::raw_json::{write_name, write_raw_field, RawObject};
 use crate::request::{InferenceKind, ValidInferenceRequest};
 use crate::sse::SseParser;
+use crate::upstream::Exchange;
 use crate::{GatewayError, GatewayState, Replica, ResolvedModel, Usage};
-
-pub type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 
 /// An upstream stream that has produced its first event.
 pub struct OpenedStream {
     pub lease: Lease,
     pub first_event: String,
     pub parser: SseParser,
-    pub body: ByteStream,
+    pub body: Exchange,
     pub ttft: Duration,
 }
 
@@ -55,14 +56,14 @@ pub async fn open_stream(
         let route = request.kind.route();
         async move {
             let response = send(&state, &lease.replica, route, body).await?;
-            let mut body: ByteStream = Box::pin(response.bytes_stream());
+            let mut body = response;
             let mut parser = SseParser::default();
             let first_event = tokio::time::timeout(state.inner.config.first_token_timeout, async {
                 loop {
                     if let Some(event) = parser.next_event() {
                         return Ok(event);
                     }
-                    match body.next().await {
+                    match body.next_chunk().await {
                         Some(Ok(chunk)) => parser.push(&chunk),
                         Some(Err(error)) => {
                             return Err(AttemptError::Retryable(format!(
@@ -93,31 +94,47 @@ pub async fn open_stream(
     .await
 }
 
+/// A whole response, shaped for the client, and what it carries.
 pub async fn unary(
     state: &GatewayState,
     resolved: &ResolvedModel,
     request: &ValidInferenceRequest,
     body: &Bytes,
-) -> Result<(Lease, Value), GatewayError> {
+    shaper: &Shaper,
+) -> Result<(Lease, Bytes, ShapedParts), GatewayError> {
     with_retries(state, resolved, request, |lease| {
         let state = state.clone();
         let body = body.clone();
         let route = request.kind.route();
         async move {
-            let response = send(&state, &lease.replica, route, body).await?;
-            let bytes =
-                tokio::time::timeout(state.inner.config.first_token_timeout, response.bytes())
-                    .await
-                    .map_err(|_| {
-                        AttemptError::Retryable("no response within the first-token timeout".into())
-                    })?
-                    .map_err(|error| {
-                        AttemptError::Retryable(format!("reading the response failed: {error}"))
-                    })?;
-            let value: Value = serde_json::from_slice(&bytes).map_err(|error| {
-                AttemptError::Retryable(format!("harmony answered invalid JSON: {error}"))
+            let mut response = send(&state, &lease.replica, route, body).await?;
+            let bytes = tokio::time::timeout(
+                state.inner.config.first_token_timeout,
+                response.read_to_end(),
+            )
+            .await
+            .map_err(|_| {
+                AttemptError::Retryable("no response within the first-token timeout".into())
+            })?
+            .map_err(|error| {
+                AttemptError::Retryable(format!("reading the response failed: {error}"))
             })?;
-            Ok((lease, value))
+            let object = match RawObject::parse(&bytes) {
+                Ok(object) => object,
+                Err(error) if error.is_data() => {
+                    return Err(AttemptError::Final(GatewayError::Unavailable(
+                        "harmony answered a non-object body".into(),
+                    )))
+                }
+                Err(error) => {
+                    return Err(AttemptError::Retryable(format!(
+                        "harmony answered invalid JSON: {error}"
+                    )))
+                }
+            };
+            let mut shaped = Vec::with_capacity(bytes.len() + 256);
+            let parts = shaper.shape(&object, ShapeMode::Unary, &mut shaped);
+            Ok((lease, Bytes::from(shaped), parts))
         }
     })
     .await
@@ -183,18 +200,13 @@ async fn send(
     replica: &Replica,
     route: &str,
     body: Bytes,
-) -> Result<reqwest::Response, AttemptError> {
-    let url = format!("{}{}", replica.url.trim_end_matches('/'), route);
-    let response = state
+) -> Result<Exchange, AttemptError> {
+    let (status, mut response) = state
         .inner
-        .http
-        .post(url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .send()
+        .upstream
+        .post_json(&replica.url, route, body)
         .await
         .map_err(|error| AttemptError::Retryable(format!("cannot reach replica: {error}")))?;
-    let status = response.status();
     if status.is_success() {
         return Ok(response);
     }
@@ -210,7 +222,7 @@ async fn send(
     }
     // A 4xx is about the request itself (context too long, bad parameter): every replica would
     // answer the same, so it goes back to the client as harmony phrased it.
-    let bytes = response.bytes().await.unwrap_or_default();
+    let bytes = response.read_to_end().await.unwrap_or_default();
     let upstream: Option<OpenAiErrorBody> = serde_json::from_slice(&bytes).ok();
     let (code, message) = match upstream {
         Some(body) => (
@@ -242,11 +254,16 @@ fn parse_code(code: &str, status: u16) -> ErrorCode {
 
 /// Adds the Adaptive fields to a response or chunk and returns the text and finish reason it
 /// carries for choice 0.
+///
+/// Works on the JSON text: the fields it sets are written fresh, the message (or delta) of each
+/// choice is opened to default `id`, `role` and `content`, and every other field is copied as
+/// harmony wrote it.
 pub struct Shaper {
-    pub kind: InferenceKind,
-    pub completion_id: String,
-    pub session_id: String,
-    pub model_label: String,
+    kind: InferenceKind,
+    /// The ids and label as JSON strings, encoded once per request.
+    completion_id_json: String,
+    session_id_json: String,
+    model_label_json: String,
 }
 
 #[derive(Default)]
@@ -258,83 +275,218 @@ pub struct ShapedParts {
     pub usage_only: bool,
 }
 
+/// Where a shaped object goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShapeMode {
+    /// A whole response: choices carry `message`, and a missing `usage` is reported as zeros.
+    Unary,
+    /// A stream chunk: choices carry `delta`; `usage` is dropped unless the client asked for it.
+    Stream { keep_usage: bool },
+}
+
+#[derive(serde::Deserialize)]
+struct UsageView {
+    #[serde(default)]
+    prompt_tokens: Value,
+    #[serde(default)]
+    completion_tokens: Value,
+}
+
 impl Shaper {
-    pub fn shape(&self, object: &mut Map<String, Value>, streaming: bool) -> ShapedParts {
+    pub fn new(
+        kind: InferenceKind,
+        completion_id: &str,
+        session_id: &str,
+        model_label: &str,
+    ) -> Self {
+        let json = |text: &str| serde_json::to_string(text).unwrap_or_default();
+        Self {
+            kind,
+            completion_id_json: json(completion_id),
+            session_id_json: json(session_id),
+            model_label_json: json(model_label),
+        }
+    }
+
+    /// Appends `object` with the Adaptive fields to `out`.
+    pub fn shape(&self, object: &RawObject<'_>, mode: ShapeMode, out: &mut Vec<u8>) -> ShapedParts {
         let mut parts = ShapedParts::default();
-        object.insert("session_id".into(), Value::String(self.session_id.clone()));
-        object.insert("model".into(), Value::String(self.model_label.clone()));
-        if let Some(Value::Object(usage)) = object.get("usage") {
-            parts.usage = Some(Usage {
-                prompt_tokens: usage
-                    .get("prompt_tokens")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0),
-                completion_tokens: usage
-                    .get("completion_tokens")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0),
-            });
-        }
-        let choices = match object.get_mut("choices") {
-            Some(Value::Array(choices)) => choices,
-            _ => {
-                object.insert("choices".into(), Value::Array(Vec::new()));
-                parts.usage_only = true;
-                return parts;
-            }
+        let keep_usage = match mode {
+            ShapeMode::Unary => true,
+            ShapeMode::Stream { keep_usage } => keep_usage,
         };
-        parts.usage_only = choices.is_empty();
-        for choice in choices.iter_mut() {
-            let Value::Object(choice) = choice else {
-                continue;
-            };
-            let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
-            choice.insert(
-                "completion_id".into(),
-                Value::String(self.completion_id.clone()),
-            );
-            choice.insert("model".into(), Value::String(self.model_label.clone()));
-            if let Some(Value::String(reason)) = choice.get("finish_reason") {
-                if index == 0 {
-                    parts.finish_reason = Some(reason.clone());
-                }
-            }
-            let text = match self.kind {
-                InferenceKind::Completion => choice
-                    .get("text")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned(),
-                InferenceKind::Chat => {
-                    let message_field = if streaming { "delta" } else { "message" };
-                    let message = choice
-                        .entry(message_field)
-                        .or_insert_with(|| Value::Object(Map::new()));
-                    if let Value::Object(message) = message {
-                        message
-                            .entry("id")
-                            .or_insert_with(|| Value::String(self.completion_id.clone()));
-                        message
-                            .entry("role")
-                            .or_insert_with(|| Value::String("assistant".into()));
-                        let content = message
-                            .entry("content")
-                            .or_insert_with(|| Value::String(String::new()));
-                        if content.is_null() {
-                            *content = Value::String(String::new());
-                        }
-                        content.as_str().unwrap_or_default().to_owned()
-                    } else {
-                        String::new()
+        out.push(b'{');
+        let mut has_usage = false;
+        let mut choices_written = false;
+        for (name, value) in &object.0 {
+            match name.as_ref() {
+                "session_id" | "model" => continue,
+                "usage" => {
+                    has_usage = true;
+                    if let Ok(usage) = serde_json::from_str::<UsageView>(value.get()) {
+                        parts.usage = Some(Usage {
+                            prompt_tokens: usage.prompt_tokens.as_u64().unwrap_or(0),
+                            completion_tokens: usage.completion_tokens.as_u64().unwrap_or(0),
+                        });
                     }
+                    if !keep_usage {
+                        continue;
+                    }
+                    write_raw_field(out, name, value.get());
                 }
-            };
-            if index == 0 {
-                parts.text = text;
+                "choices" => {
+                    let Ok(choices) = serde_json::from_str::<Vec<&RawValue>>(value.get()) else {
+                        continue;
+                    };
+                    parts.usage_only = choices.is_empty();
+                    write_name(out, name);
+                    out.push(b'[');
+                    for (position, choice) in choices.iter().enumerate() {
+                        if position > 0 {
+                            out.push(b',');
+                        }
+                        self.shape_choice(choice, mode, &mut parts, out);
+                    }
+                    out.push(b']');
+                    choices_written = true;
+                }
+                _ => write_raw_field(out, name, value.get()),
             }
+            out.push(b',');
         }
+        if !choices_written {
+            out.extend_from_slice(b"\"choices\":[],");
+            parts.usage_only = true;
+        }
+        if mode == ShapeMode::Unary && !has_usage {
+            out.extend_from_slice(
+                b"\"usage\":{\"prompt_tokens\":0,\"completion_tokens\":0,\"total_tokens\":0},",
+            );
+        }
+        write_raw_field(out, "session_id", &self.session_id_json);
+        out.push(b',');
+        write_raw_field(out, "model", &self.model_label_json);
+        out.push(b'}');
         parts
     }
+
+    fn shape_choice(
+        &self,
+        choice: &RawValue,
+        mode: ShapeMode,
+        parts: &mut ShapedParts,
+        out: &mut Vec<u8>,
+    ) {
+        let Ok(choice) = RawObject::parse_str(choice.get()) else {
+            out.extend_from_slice(choice.get().as_bytes());
+            return;
+        };
+        let index = choice
+            .get("index")
+            .and_then(|index| serde_json::from_str::<u64>(index.get()).ok())
+            .unwrap_or(0);
+        let message_field = match (self.kind, mode) {
+            (InferenceKind::Completion, _) => None,
+            (InferenceKind::Chat, ShapeMode::Unary) => Some("message"),
+            (InferenceKind::Chat, ShapeMode::Stream { .. }) => Some("delta"),
+        };
+        out.push(b'{');
+        let mut text = None;
+        let mut message_written = false;
+        for (name, value) in &choice.0 {
+            match name.as_ref() {
+                "completion_id" | "model" => continue,
+                "finish_reason" if index == 0 => {
+                    parts.finish_reason = serde_json::from_str::<String>(value.get()).ok();
+                    write_raw_field(out, name, value.get());
+                }
+                "text" if self.kind == InferenceKind::Completion => {
+                    text = serde_json::from_str::<String>(value.get()).ok();
+                    write_raw_field(out, name, value.get());
+                }
+                field if Some(field) == message_field => {
+                    write_name(out, name);
+                    text = Some(self.shape_message(value, out));
+                    message_written = true;
+                }
+                _ => write_raw_field(out, name, value.get()),
+            }
+            out.push(b',');
+        }
+        if let (Some(field), false) = (message_field, message_written) {
+            write_name(out, field);
+            out.push(b'{');
+            self.write_message_defaults(true, true, true, out);
+            out.extend_from_slice(b"},");
+            text = Some(String::new());
+        }
+        write_raw_field(out, "completion_id", &self.completion_id_json);
+        out.push(b',');
+        write_raw_field(out, "model", &self.model_label_json);
+        out.push(b'}');
+        if index == 0 {
+            parts.text = text.unwrap_or_default();
+        }
+    }
+
+    /// Writes a message or delta with `id`, `role` and `content` defaulted; returns its content.
+    fn shape_message(&self, message: &RawValue, out: &mut Vec<u8>) -> String {
+        let Ok(message) = RawObject::parse_str(message.get()) else {
+            out.extend_from_slice(message.get().as_bytes());
+            return String::new();
+        };
+        out.push(b'{');
+        let mut text = String::new();
+        let (mut has_id, mut has_role, mut has_content) = (false, false, false);
+        for (name, value) in &message.0 {
+            match name.as_ref() {
+                "id" => has_id = true,
+                "role" => has_role = true,
+                "content" => {
+                    has_content = true;
+                    if value.get() == "null" {
+                        write_raw_field(out, name, "\"\"");
+                        out.push(b',');
+                        continue;
+                    }
+                    text = serde_json::from_str::<String>(value.get()).unwrap_or_default();
+                }
+                _ => {}
+            }
+            write_raw_field(out, name, value.get());
+            out.push(b',');
+        }
+        self.write_message_defaults(!has_id, !has_role, !has_content, out);
+        out.push(b'}');
+        text
+    }
+
+    /// Writes the missing defaults, each followed by a comma except the last written, then
+    /// removes a trailing comma.
+    fn write_message_defaults(&self, id: bool, role: bool, content: bool, out: &mut Vec<u8>) {
+        if id {
+            write_raw_field(out, "id", &self.completion_id_json);
+            out.push(b',');
+        }
+        if role {
+            out.extend_from_slice(b"\"role\":\"assistant\",");
+        }
+        if content {
+            out.extend_from_slice(b"\"content\":\"\",");
+        }
+        if out.last() == Some(&b',') {
+            out.pop();
+        }
+    }
+}
+
+/// `data: <text>` and the blank line that ends the event.
+pub fn sse_event(json: &[u8]) -> Bytes {
+    let mut event = Vec::with_capacity(json.len() + 8);
+    event.extend_from_slice(b"data: ");
+    event.extend_from_slice(json);
+    event.extend_from_slice(b"\n\n");
+    Bytes::from(event)
 }
 
 pub fn sse_data(value: &impl serde::Serialize) -> Bytes {
@@ -346,3 +498,99 @@ pub fn sse_data(value: &impl serde::Serialize) -> Bytes {
 }
 
 pub const SSE_DONE: &[u8] = b"data: [DONE]\n\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn shape(kind: InferenceKind, body: Value, mode: ShapeMode) -> (Value, ShapedParts) {
+        let shaper = Shaper::new(kind, "c-1", "s-1", "proj/chat");
+        let text = serde_json::to_vec(&body).expect("encodable");
+        let object = RawObject::parse(&text).expect("an object");
+        let mut out = Vec::new();
+        let parts = shaper.shape(&object, mode, &mut out);
+        let shaped = serde_json::from_slice(&out).expect("the shaper writes valid JSON");
+        (shaped, parts)
+    }
+
+    #[test]
+    fn a_unary_chat_response_gets_ids_model_and_message_defaults() {
+        let (shaped, parts) = shape(
+            InferenceKind::Chat,
+            json!({"id": "x", "model": "served", "session_id": "theirs", "choices": [
+                {"index": 0, "message": {"content": "Hello"}, "finish_reason": "stop"},
+                {"index": 1, "message": {"role": "assistant", "content": null, "id": "m"}},
+                {"index": 2},
+                "odd"]}),
+            ShapeMode::Unary,
+        );
+        assert_eq!(
+            shaped,
+            json!({"id": "x", "model": "proj/chat", "session_id": "s-1",
+                   "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+                   "choices": [
+                {"index": 0, "finish_reason": "stop", "completion_id": "c-1", "model": "proj/chat",
+                 "message": {"id": "c-1", "role": "assistant", "content": "Hello"}},
+                {"index": 1, "completion_id": "c-1", "model": "proj/chat",
+                 "message": {"id": "m", "role": "assistant", "content": ""}},
+                {"index": 2, "completion_id": "c-1", "model": "proj/chat",
+                 "message": {"id": "c-1", "role": "assistant", "content": ""}},
+                "odd"]})
+        );
+        assert_eq!(parts.text, "Hello");
+        assert_eq!(parts.finish_reason.as_deref(), Some("stop"));
+        assert!(parts.usage.is_none() && !parts.usage_only);
+    }
+
+    #[test]
+    fn stream_chunks_drop_usage_unless_asked_and_report_it_either_way() {
+        let chunk = json!({"choices": [{"index": 0, "delta": {"content": "Hi"}}],
+                           "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}});
+        let (hidden, parts) = shape(
+            InferenceKind::Chat,
+            chunk.clone(),
+            ShapeMode::Stream { keep_usage: false },
+        );
+        assert!(hidden.get("usage").is_none());
+        assert_eq!(hidden["choices"][0]["delta"]["content"], json!("Hi"));
+        assert_eq!(
+            parts.usage,
+            Some(Usage {
+                prompt_tokens: 3,
+                completion_tokens: 1
+            })
+        );
+        let (kept, _) = shape(
+            InferenceKind::Chat,
+            chunk,
+            ShapeMode::Stream { keep_usage: true },
+        );
+        assert_eq!(kept["usage"]["total_tokens"], json!(4));
+
+        let (usage_only, parts) = shape(
+            InferenceKind::Chat,
+            json!({"usage": {"prompt_tokens": 3, "completion_tokens": 1}}),
+            ShapeMode::Stream { keep_usage: true },
+        );
+        assert!(parts.usage_only);
+        assert_eq!(usage_only["choices"], json!([]));
+    }
+
+    #[test]
+    fn a_completion_choice_carries_its_text() {
+        let (shaped, parts) = shape(
+            InferenceKind::Completion,
+            json!({"choices": [{"index": 0, "text": "upon a \"time\"", "finish_reason": "length"}],
+                   "usage": {"prompt_tokens": 2, "completion_tokens": 4}}),
+            ShapeMode::Unary,
+        );
+        assert_eq!(parts.text, "upon a \"time\"");
+        assert_eq!(shaped["choices"][0]["completion_id"], json!("c-1"));
+        assert!(shaped["choices"][0].get("message").is_none());
+        assert_eq!(
+            shaped["usage"],
+            json!({"prompt_tokens": 2, "completion_tokens": 4})
+        );
+    }
+}

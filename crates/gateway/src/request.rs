@@ -3,11 +3,17 @@
 //! The body is kept as JSON: the gateway forwards everything it does not own to harmony
 //! unchanged (sampling parameters, tools, response_format), and only reads and strips the
 //! Adaptive extensions (session_id, labels, tags, store, metadata) and the routing fields.
+//!
+//! Only the fields the gateway reads are parsed into values; the others are forwarded as the
+//! client's own JSON text, so a request costs one scan of its body, not a parse into a tree and
+//! a re-encoding of it.
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use serde_json::{Map, Value};
 
+use crate::raw_json::{write_raw_field, RawObject};
 use crate::GatewayError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,8 +59,9 @@ pub struct ValidInferenceRequest {
     /// The prompt text used for prefix affinity and cost estimates.
     pub prompt_text: String,
     pub estimated_tokens: u64,
-    /// Everything else, forwarded to harmony.
-    pub upstream_body: Map<String, Value>,
+    /// Everything else, forwarded to harmony: `{` then each field followed by `,`; see
+    /// [`ValidInferenceRequest::upstream_body`].
+    forwarded_fields: Vec<u8>,
     /// The sampling parameters, for the record.
     pub parameters: Value,
 }
@@ -83,12 +90,66 @@ const PARAMETER_FIELDS: [&str; 12] = [
     "response_format",
 ];
 
-pub fn validate(kind: InferenceKind, body: Value) -> Result<ValidInferenceRequest, GatewayError> {
-    let Value::Object(mut object) = body else {
-        return Err(GatewayError::InvalidRequest(
-            "the request body must be a JSON object".into(),
-        ));
+/// Fields the gateway reads; every other field is only forwarded.
+const READ_FIELDS: [&str; 12] = [
+    "model",
+    "stream",
+    "stream_options",
+    "store",
+    "session_id",
+    "labels",
+    "tags",
+    "metadata",
+    "messages",
+    "prompt",
+    "max_tokens",
+    "max_completion_tokens",
+];
+
+impl ValidInferenceRequest {
+    /// The body sent to harmony: the client's fields minus the Adaptive extensions, with
+    /// `model` set to the name harmony serves the model under and, when streaming, usage
+    /// always requested.
+    pub fn upstream_body(&self, model_key: &str) -> Bytes {
+        let mut body = Vec::with_capacity(self.forwarded_fields.len() + model_key.len() + 64);
+        body.extend_from_slice(&self.forwarded_fields);
+        body.extend_from_slice(b"\"model\":");
+        // Serializing a string into a vector cannot fail.
+        let _ = serde_json::to_writer(&mut body, model_key);
+        if self.stream {
+            // Usage is always requested from harmony so that the interaction records it; the
+            // final usage chunk is dropped on the way out when the client did not ask for it.
+            body.extend_from_slice(b",\"stream_options\":{\"include_usage\":true}");
+        }
+        body.push(b'}');
+        Bytes::from(body)
+    }
+}
+
+pub fn validate(kind: InferenceKind, body: &[u8]) -> Result<ValidInferenceRequest, GatewayError> {
+    let fields = match RawObject::parse(body) {
+        Ok(fields) => fields.0,
+        Err(error) if error.is_data() => {
+            return Err(GatewayError::InvalidRequest(
+                "the request body must be a JSON object".into(),
+            ))
+        }
+        Err(error) => {
+            return Err(GatewayError::InvalidRequest(format!(
+                "malformed JSON body: {error}"
+            )))
+        }
     };
+    let mut object: Map<String, Value> = fields
+        .iter()
+        .filter(|(key, _)| {
+            READ_FIELDS.contains(&key.as_ref()) || PARAMETER_FIELDS.contains(&key.as_ref())
+        })
+        .filter_map(|(key, raw)| {
+            let value = serde_json::from_str(raw.get()).ok()?;
+            Some((key.to_string(), value))
+        })
+        .collect();
     let model = match object.get("model") {
         Some(Value::String(model)) if !model.trim().is_empty() => model.trim().to_owned(),
         Some(_) => {
@@ -126,7 +187,7 @@ pub fn validate(kind: InferenceKind, body: Value) -> Result<ValidInferenceReques
     };
     let store = optional_bool(&object, "store")?.unwrap_or(true);
     let (session_given, session_id) = match object.get("session_id") {
-        None | Some(Value::Null) => (false, uuid::Uuid::new_v4()),
+        None | Some(Value::Null) => (false, crate::ids::random_uuid()),
         Some(Value::String(text)) => match uuid::Uuid::parse_str(text) {
             Ok(id) => (true, id),
             Err(_) => return Err(invalid("session_id", "'session_id' must be a UUID")),
@@ -162,7 +223,7 @@ pub fn validate(kind: InferenceKind, body: Value) -> Result<ValidInferenceReques
         };
 
     let (messages, prompt_text) = match kind {
-        InferenceKind::Chat => chat_messages(&object)?,
+        InferenceKind::Chat => chat_messages(object.remove("messages"))?,
         InferenceKind::Completion => completion_prompt(&object)?,
     };
     let estimated_tokens =
@@ -170,23 +231,19 @@ pub fn validate(kind: InferenceKind, body: Value) -> Result<ValidInferenceReques
 
     let parameters: Map<String, Value> = PARAMETER_FIELDS
         .iter()
-        .filter_map(|field| {
-            object
-                .get(*field)
-                .map(|value| ((*field).to_owned(), value.clone()))
-        })
+        .filter_map(|field| object.remove_entry(*field))
         .collect();
-    for field in EXTENSION_FIELDS {
-        object.remove(field);
-    }
-    // OpenAI's `metadata` carries labels in the official client; keep it for the record only.
-    if stream {
-        // Usage is always requested from harmony so that the interaction records it; the final
-        // usage chunk is dropped on the way out when the client did not ask for it.
-        object.insert(
-            "stream_options".into(),
-            serde_json::json!({"include_usage": true}),
-        );
+    let mut forwarded_fields = Vec::with_capacity(body.len() + 2);
+    forwarded_fields.push(b'{');
+    for (key, raw) in &fields {
+        let replaced = key == "model" || (stream && key == "stream_options");
+        // OpenAI's `metadata` carries labels in the official client: an extension too, kept
+        // for the record only.
+        if replaced || EXTENSION_FIELDS.contains(&key.as_ref()) {
+            continue;
+        }
+        write_raw_field(&mut forwarded_fields, key, raw.get());
+        forwarded_fields.push(b',');
     }
 
     Ok(ValidInferenceRequest {
@@ -203,7 +260,7 @@ pub fn validate(kind: InferenceKind, body: Value) -> Result<ValidInferenceReques
         messages,
         prompt_text,
         estimated_tokens,
-        upstream_body: object,
+        forwarded_fields,
         parameters: Value::Object(parameters),
     })
 }
@@ -245,8 +302,8 @@ fn parse_labels(object: &Map<String, Value>) -> Result<BTreeMap<String, String>,
     Ok(labels)
 }
 
-fn chat_messages(object: &Map<String, Value>) -> Result<(Value, String), GatewayError> {
-    let Some(Value::Array(messages)) = object.get("messages") else {
+fn chat_messages(messages: Option<Value>) -> Result<(Value, String), GatewayError> {
+    let Some(Value::Array(messages)) = messages else {
         return Err(invalid(
             "messages",
             "'messages' is required and must be an array",
@@ -288,7 +345,7 @@ fn chat_messages(object: &Map<String, Value>) -> Result<(Value, String), Gateway
         }
         prompt_text.push('\n');
     }
-    Ok((Value::Array(messages.clone()), prompt_text))
+    Ok((Value::Array(messages), prompt_text))
 }
 
 fn completion_prompt(object: &Map<String, Value>) -> Result<(Value, String), GatewayError> {
@@ -321,10 +378,17 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn validate_json(
+        kind: InferenceKind,
+        body: Value,
+    ) -> Result<ValidInferenceRequest, GatewayError> {
+        validate(kind, &serde_json::to_vec(&body).expect("encodable"))
+    }
+
     #[test]
     fn strips_extensions_and_keeps_sampling_parameters() {
         let session = uuid::Uuid::new_v4();
-        let request = validate(
+        let request = validate_json(
             InferenceKind::Chat,
             json!({"model": "proj/m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.2,
                    "session_id": session.to_string(), "labels": {"env": "test"}, "tags": ["a"], "store": false, "stream": true}),
@@ -335,17 +399,36 @@ mod tests {
             request.session_given && request.stream && !request.store && !request.include_usage
         );
         assert_eq!(request.labels.get("env").map(String::as_str), Some("test"));
-        assert_eq!(request.upstream_body.get("temperature"), Some(&json!(0.2)));
-        assert_eq!(
-            request.upstream_body.get("stream_options"),
-            Some(&json!({"include_usage": true}))
-        );
+        let upstream: Value =
+            serde_json::from_slice(&request.upstream_body("served-name")).expect("valid JSON");
+        assert_eq!(upstream["temperature"], json!(0.2));
+        assert_eq!(upstream["model"], json!("served-name"));
+        assert_eq!(upstream["stream_options"], json!({"include_usage": true}));
         for field in ["session_id", "labels", "tags", "store"] {
             assert!(
-                !request.upstream_body.contains_key(field),
+                upstream.get(field).is_none(),
                 "{field} must not reach harmony"
             );
         }
+    }
+
+    #[test]
+    fn forwards_unknown_fields_as_sent_and_keeps_the_last_of_a_repeated_field() {
+        let body = br#"{"model":"p","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}],"temperature":0.1,"temperature":0.7,"stream_options":{"include_usage":false},"we\u0069rd":1}"#;
+        let request = validate(InferenceKind::Chat, body).expect("valid");
+        let upstream: Value =
+            serde_json::from_slice(&request.upstream_body("m")).expect("valid JSON");
+        assert_eq!(
+            upstream,
+            json!({"messages": [{"role": "user", "content": "hi"}],
+                   "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+                   "temperature": 0.7, "stream_options": {"include_usage": false}, "weird": 1, "model": "m"})
+        );
+        assert_eq!(request.parameters, json!({"temperature": 0.7}));
+        assert!(matches!(
+            validate(InferenceKind::Chat, b"{\"model\": \"p\""),
+            Err(GatewayError::InvalidRequest(message)) if message.starts_with("malformed JSON body")
+        ));
     }
 
     #[test]
@@ -362,7 +445,7 @@ mod tests {
             json!({"model": "p", "messages": [{"role": "user", "content": "x"}], "labels": {"a": 1}}),
         ];
         for case in cases {
-            let error = validate(InferenceKind::Chat, case.clone()).expect_err("invalid");
+            let error = validate_json(InferenceKind::Chat, case.clone()).expect_err("invalid");
             assert_eq!(
                 error.error_code(),
                 adaptive_api_types::ErrorCode::InvalidRequest,
@@ -373,7 +456,7 @@ mod tests {
 
     #[test]
     fn completion_prompt_becomes_a_user_message_for_the_record() {
-        let request = validate(
+        let request = validate_json(
             InferenceKind::Completion,
             json!({"model": "p", "prompt": "Once upon"}),
         )
