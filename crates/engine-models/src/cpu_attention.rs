@@ -5,9 +5,10 @@
 //! (narrow, gather, transpose, matmul, softmax, ...); at 16 decoding sequences and 30 layers
 //! that is thousands of op dispatches and allocations per step, more than the matmuls
 //! themselves on a small model. These kernels read the block tables directly, so a step costs
-//! two ops per layer whatever the batch, and nothing is gathered or copied: keys and values are
-//! read in place from their slots. The generic path in `paged.rs` stays for other devices and
-//! is the reference these kernels are tested against.
+//! two ops per layer whatever the batch. Decode steps and short chunks read keys and values in
+//! place from their slots, token by token; prefill chunks gather each KV head's context once
+//! and attend per tile of queries through matmuls (see [`MATMUL_MIN_TOKENS`]). The generic path
+//! in `paged.rs` stays for other devices and is the reference these kernels are tested against.
 
 use adaptive_engine::SequenceChunk;
 use candle_core::{CpuStorage, CustomOp3, Device, InplaceOp2, Layout, Shape, Tensor};
