@@ -8,10 +8,10 @@
 //! (`migrations/`) and every query are written in the subset both share: ids are UUID strings,
 //! timestamps are milliseconds since the epoch, booleans are 0/1 integers, structured values
 //! are JSON text, parameters are `$N`, upserts are `ON CONFLICT`. This keeps one implementation
-//! and one conformance suite (`tests/store_conformance.rs`) that runs against both servers,
-//! instead of two hand-kept copies that drift. What differs per backend is connection handling
-//! only ([`connect`]): PostgreSQL gets credentials that are re-read on rotation, SQLite gets a
-//! file in the data directory.
+//! and one conformance suite (`tests/integration/store_conformance/`) that runs against both
+//! servers, instead of two hand-kept copies that drift. What differs per backend is connection
+//! handling only ([`connect`]): PostgreSQL gets credentials that are re-read on rotation, SQLite
+//! gets a file in the data directory.
 //!
 //! # Failure
 //!
