@@ -44,6 +44,9 @@ pub struct ChatCompletionRequest {
     pub tools: Option<serde_json::Value>,
     #[serde(default)]
     pub tool_choice: Option<serde_json::Value>,
+    /// `false`: at most one tool call per reply (default `true`).
+    #[serde(default)]
+    pub parallel_tool_calls: Option<bool>,
     #[serde(default)]
     pub user: Option<String>,
 }

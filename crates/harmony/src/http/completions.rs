@@ -31,7 +31,11 @@ pub async fn chat_completions(
     let in_flight = state.admit()?;
     let model = state.models.get(&request.model)?;
     let valid = validate_chat(model, &request)?;
-    let format = ChatFormat::new(&request.model, &valid.tool_calls);
+    let format = ChatFormat::new(
+        &request.model,
+        &valid.tool_calls,
+        request.parallel_tool_calls.unwrap_or(true),
+    );
     let stream = TextStream::start(valid, state.metrics.clone(), in_flight).await?;
     if request.stream {
         let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
@@ -217,7 +221,8 @@ struct ChatToolCalls {
 }
 
 impl ChatToolCalls {
-    fn new(mode: &ToolCallMode) -> Option<Self> {
+    /// `parallel`: the request's `parallel_tool_calls` (default true).
+    fn new(mode: &ToolCallMode, parallel: bool) -> Option<Self> {
         let (streamer, required_from) = match mode {
             ToolCallMode::Off => return None,
             ToolCallMode::Parse => (ToolCallStreamer::default(), None),
@@ -227,7 +232,11 @@ impl ChatToolCalls {
             ),
         };
         Some(Self {
-            streamer,
+            streamer: if parallel {
+                streamer
+            } else {
+                streamer.first_call_only()
+            },
             required_from,
             call_ids: Vec::new(),
         })
@@ -326,12 +335,12 @@ fn new_call_id() -> String {
 }
 
 impl ChatFormat {
-    fn new(model: &str, tool_calls: &ToolCallMode) -> Self {
+    fn new(model: &str, tool_calls: &ToolCallMode, parallel_tool_calls: bool) -> Self {
         Self {
             id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
             model: model.to_owned(),
             created: unix_now(),
-            tool_calls: ChatToolCalls::new(tool_calls),
+            tool_calls: ChatToolCalls::new(tool_calls, parallel_tool_calls),
         }
     }
 
@@ -734,7 +743,7 @@ mod tests {
 
     #[test]
     fn chat_reply_with_a_tool_call_has_tool_calls_and_finish_reason_tool_calls() {
-        let mut format = ChatFormat::new("m", &ToolCallMode::Parse);
+        let mut format = ChatFormat::new("m", &ToolCallMode::Parse, true);
         let response = serde_json::to_value(
             format
                 .response(CALL_REPLY.concat(), Vec::new(), "stop", usage())
@@ -753,7 +762,7 @@ mod tests {
         assert_eq!(call["function"]["arguments"], r#"{"city": "Paris"}"#);
 
         let without_tools = serde_json::to_value(
-            ChatFormat::new("m", &ToolCallMode::Off)
+            ChatFormat::new("m", &ToolCallMode::Off, true)
                 .response(CALL_REPLY.concat(), Vec::new(), "stop", usage())
                 .expect("a reply"),
         )
@@ -765,8 +774,55 @@ mod tests {
     }
 
     #[test]
+    fn parallel_tool_calls_false_keeps_the_first_call_streamed_or_not() {
+        let two_calls = [
+            CALL_REPLY.concat().as_str(),
+            "<tool_call>{\"name\": \"get_time\", \"arguments\": {}}</tool_call>",
+        ]
+        .concat();
+        let names = |calls: &[Value]| -> Vec<String> {
+            calls
+                .iter()
+                .map(|call| call["function"]["name"].as_str().expect("name").to_owned())
+                .collect()
+        };
+        for (parallel, expected) in [
+            (true, vec!["get_weather", "get_time"]),
+            (false, vec!["get_weather"]),
+        ] {
+            let response = serde_json::to_value(
+                ChatFormat::new("m", &ToolCallMode::Parse, parallel)
+                    .response(two_calls.clone(), Vec::new(), "stop", usage())
+                    .expect("a reply"),
+            )
+            .expect("serializes");
+            let calls = response["choices"][0]["message"]["tool_calls"]
+                .as_array()
+                .expect("tool calls")
+                .clone();
+            assert_eq!(names(&calls), expected, "parallel={parallel}");
+            assert_eq!(response["choices"][0]["finish_reason"], "tool_calls");
+
+            let mut format = ChatFormat::new("m", &ToolCallMode::Parse, parallel);
+            let pieces: Vec<String> = two_calls.chars().map(String::from).collect();
+            let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
+            let chunks = streamed(&mut format, &pieces, "stop");
+            assert_eq!(
+                names(&assembled_calls(&chunks)),
+                expected,
+                "parallel={parallel}"
+            );
+            let content: String = chunks
+                .iter()
+                .filter_map(|chunk| chunk["choices"][0]["delta"]["content"].as_str())
+                .collect();
+            assert_eq!(content, "Checking. ", "parallel={parallel}");
+        }
+    }
+
+    #[test]
     fn streamed_tool_call_sends_a_header_then_argument_fragments() {
-        let mut format = ChatFormat::new("m", &ToolCallMode::Parse);
+        let mut format = ChatFormat::new("m", &ToolCallMode::Parse, true);
         let chunks = streamed(&mut format, &CALL_REPLY, "stop");
         let content: String = chunks
             .iter()
@@ -797,7 +853,7 @@ mod tests {
         let last = chunks.last().expect("finish chunk");
         assert_eq!(last["choices"][0]["finish_reason"], "tool_calls");
 
-        let mut prose = ChatFormat::new("m", &ToolCallMode::Parse);
+        let mut prose = ChatFormat::new("m", &ToolCallMode::Parse, true);
         let prose_chunks = streamed(&mut prose, &["{curly", " prose}"], "stop");
         assert_eq!(prose_chunks.len(), 2, "held: it opens like JSON");
         assert_eq!(
@@ -810,14 +866,14 @@ mod tests {
     #[test]
     fn a_forced_call_streams_and_collects_the_same_call() {
         let reply = [" {\"city\":", " \"Paris\"", "}"];
-        let mut streaming = ChatFormat::new("m", &forced(&["get_weather"]));
+        let mut streaming = ChatFormat::new("m", &forced(&["get_weather"]), true);
         let chunks = streamed(&mut streaming, &reply, "stop");
         let streamed_calls = assembled_calls(&chunks);
         assert_eq!(
             chunks.last().expect("finish")["choices"][0]["finish_reason"],
             "tool_calls"
         );
-        let collected = ChatFormat::new("m", &forced(&["get_weather"]))
+        let collected = ChatFormat::new("m", &forced(&["get_weather"]), true)
             .response(reply.concat(), Vec::new(), "stop", usage())
             .expect("a call");
         let collected_calls =
@@ -839,7 +895,7 @@ mod tests {
     #[test]
     fn a_forced_call_cut_by_max_tokens_is_a_clear_400_not_prose() {
         let cut = [" {\"city\": \"Par"];
-        let error = ChatFormat::new("m", &forced(&["get_weather", "get_time"]))
+        let error = ChatFormat::new("m", &forced(&["get_weather", "get_time"]), true)
             .response(
                 format!("weather\", \"arguments\":{}", cut[0]),
                 Vec::new(),
@@ -854,7 +910,7 @@ mod tests {
         assert_eq!(error.param(), Some("max_tokens"));
         assert!(error.to_string().contains("raise max_tokens"), "{error}");
 
-        let mut streaming = ChatFormat::new("m", &forced(&["get_weather"]));
+        let mut streaming = ChatFormat::new("m", &forced(&["get_weather"]), true);
         assert!(!streaming.delta(cut[0].to_owned(), &[]).is_empty());
         let error = streaming.finish("length").expect_err("incomplete");
         assert_eq!(error.param(), Some("max_tokens"));
@@ -863,7 +919,7 @@ mod tests {
     #[test]
     fn an_auto_call_cut_by_max_tokens_keeps_finish_reason_length() {
         let cut = "<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Pa";
-        let collected = ChatFormat::new("m", &ToolCallMode::Parse)
+        let collected = ChatFormat::new("m", &ToolCallMode::Parse, true)
             .response(cut.to_owned(), Vec::new(), "length", usage())
             .expect("not required: no error");
         let choice = &collected.choices[0];
@@ -871,7 +927,7 @@ mod tests {
         let calls = choice.message.tool_calls.as_ref().expect("the call so far");
         assert_eq!(calls[0].function.arguments, "{\"city\": \"Pa");
 
-        let mut streaming = ChatFormat::new("m", &ToolCallMode::Parse);
+        let mut streaming = ChatFormat::new("m", &ToolCallMode::Parse, true);
         let chunks = streamed(&mut streaming, &[cut], "length");
         assert_eq!(
             chunks.last().expect("finish")["choices"][0]["finish_reason"],

@@ -146,6 +146,8 @@ pub struct ToolCallStreamer {
     /// How much of `text` was passed on as content (or is the forced opener).
     content_sent: usize,
     calls: Vec<StreamedCall>,
+    /// `Some(1)` for `parallel_tool_calls: false`; calls beyond it are dropped.
+    max_calls: Option<usize>,
 }
 
 impl ToolCallStreamer {
@@ -156,7 +158,21 @@ impl ToolCallStreamer {
             text: forced_prefix.to_owned(),
             content_sent: forced_prefix.len(),
             calls: Vec::new(),
+            max_calls: None,
         }
+    }
+
+    /// For `parallel_tool_calls: false`: only the reply's first call is passed on; the ones a
+    /// model writes after it are dropped (as vLLM does), never turned into content.
+    pub fn first_call_only(mut self) -> Self {
+        self.max_calls = Some(1);
+        self
+    }
+
+    /// How many more calls may be passed on.
+    fn calls_left(&self) -> usize {
+        self.max_calls
+            .map_or(usize::MAX, |max| max.saturating_sub(self.calls.len()))
     }
 
     /// Takes the next piece of generated text.
@@ -175,7 +191,8 @@ impl ToolCallStreamer {
         };
         match parse_tool_calls(&self.text[unfollowable_from..]) {
             Some(reply) => {
-                for call in reply.calls {
+                let left = self.calls_left();
+                for call in reply.calls.into_iter().take(left) {
                     let index = self.calls.len();
                     deltas.push(ToolCallDelta::CallStart {
                         index,
@@ -217,7 +234,8 @@ impl ToolCallStreamer {
             ));
             self.content_sent = scan.content_end;
         }
-        for (index, call) in scan.calls.iter().enumerate() {
+        let limit = self.max_calls.unwrap_or(usize::MAX);
+        for (index, call) in scan.calls.iter().enumerate().take(limit) {
             if index == self.calls.len() {
                 deltas.push(ToolCallDelta::CallStart {
                     index,
@@ -642,6 +660,45 @@ mod tests {
                 String::new(),
                 vec![owned("a", "{\"k\": 2}"), owned("b", "{}")]
             )
+        );
+    }
+
+    /// `parallel_tool_calls: false`: the first call, whole, and nothing of the later ones,
+    /// whether they stream or are parsed at the end, and however the text arrives.
+    #[test]
+    fn first_call_only_drops_the_later_calls() {
+        let two_calls = "Checking.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n<tool_call>{\"name\": \"now\", \"arguments\": {}}</tool_call>";
+        let reordered_second = "<tool_call>{\"name\": \"a\", \"arguments\": {}}</tool_call><tool_call>{\"arguments\": {}, \"name\": \"b\"}</tool_call>";
+        let array = "[{\"name\": \"a\", \"arguments\": {\"k\": 2}}, {\"name\": \"b\"}]";
+        for (text, expected) in [
+            (
+                two_calls,
+                (
+                    "Checking.\n".to_owned(),
+                    vec![owned("get_weather", "{\"city\": \"Paris\"}")],
+                ),
+            ),
+            (reordered_second, (String::new(), vec![owned("a", "{}")])),
+            (array, (String::new(), vec![owned("a", "{\"k\":2}")])),
+        ] {
+            let whole = stream(&mut ToolCallStreamer::default().first_call_only(), &[text]);
+            assert_eq!(assembled(&whole), expected, "{text:?}");
+            let characters: Vec<String> = text.chars().map(String::from).collect();
+            let pieces: Vec<&str> = characters.iter().map(String::as_str).collect();
+            let mut streamer = ToolCallStreamer::default().first_call_only();
+            assert_eq!(
+                assembled(&stream(&mut streamer, &pieces)),
+                expected,
+                "{text:?}"
+            );
+            assert_eq!(streamer.calls().len(), 1);
+        }
+        // Without the limit, the same texts give both calls.
+        assert_eq!(
+            assembled(&stream(&mut ToolCallStreamer::default(), &[two_calls]))
+                .1
+                .len(),
+            2
         );
     }
 
