@@ -28,24 +28,6 @@ if [ -z "${BIN:-}" ]; then
   BIN=$CARGO_TARGET_DIR/release/examples/gateway_bench
 fi
 
-# Starts "$@" in the background, waits for its "listening on URL" line, sets SERVER_URL and
-# SERVER_PID.
-start_server() {
-  local name=$1
-  shift
-  "$@" >"$OUT_DIR/$name.out" 2>"$OUT_DIR/$name.err" &
-  SERVER_PID=$!
-  PIDS+=("$SERVER_PID")
-  for _ in $(seq 1 100); do
-    if SERVER_URL=$(sed -n 's/^listening on //p' "$OUT_DIR/$name.out" | head -n1) && [ -n "$SERVER_URL" ]; then
-      return 0
-    fi
-    sleep 0.1
-  done
-  log "$name did not start; see $OUT_DIR/$name.err"
-  return 1
-}
-
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 

@@ -29,22 +29,6 @@ mkdir -p "$OUT_DIR"
 # shellcheck source=benches/background.sh
 . benches/background.sh
 
-# Starts "$@" in the background, waits for its "listening on URL" line, sets SERVER_URL.
-start_server() {
-  local name=$1
-  shift
-  "$@" >"$OUT_DIR/$name.out" 2>"$OUT_DIR/$name.err" &
-  PIDS+=($!)
-  for _ in $(seq 1 100); do
-    if SERVER_URL=$(sed -n 's/^listening on //p' "$OUT_DIR/$name.out" | head -n1) && [ -n "$SERVER_URL" ]; then
-      return 0
-    fi
-    sleep 0.1
-  done
-  log "$name did not start; see $OUT_DIR/$name.err"
-  return 1
-}
-
 log "building gateway_bench (release)"
 cargo build --release -q -p adaptive-gateway --example gateway_bench
 BIN=$CARGO_TARGET_DIR/release/examples/gateway_bench
