@@ -11,6 +11,7 @@
 #
 # Environment: REQUESTS (per point, default 5000), WARMUP (500), MAX_SECONDS (per point, 20),
 # CLIENTS (1,16,256), MODES (unary,stream), LITELLM_WORKERS (1), SKIP_LITELLM=1,
+# BIN (a gateway_bench binary, to compare builds; default: build it),
 # CARGO_TARGET_DIR (default target), OUT_DIR (where logs and results.jsonl go; default a tmp dir).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,9 +30,11 @@ mkdir -p "$OUT_DIR"
 # shellcheck source=benches/background.sh
 . benches/background.sh
 
-log "building gateway_bench (release)"
-cargo build --release -q -p adaptive-gateway --example gateway_bench
-BIN=$CARGO_TARGET_DIR/release/examples/gateway_bench
+if [ -z "${BIN:-}" ]; then
+  log "building gateway_bench (release)"
+  cargo build --release -q -p adaptive-gateway --example gateway_bench
+  BIN=$CARGO_TARGET_DIR/release/examples/gateway_bench
+fi
 
 log "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 start_server fake "$BIN" fake

@@ -143,9 +143,14 @@ impl Balancer {
                 .and_then(|replica_id| within_slack(&replica_id))
         };
         let least_loaded_choice = || {
-            candidates.iter().min_by_key(|(replica, counter)| {
-                (counter.load(Ordering::Relaxed), replica.id.clone())
-            })
+            candidates
+                .iter()
+                .min_by(|(replica, counter), (other, other_counter)| {
+                    counter
+                        .load(Ordering::Relaxed)
+                        .cmp(&other_counter.load(Ordering::Relaxed))
+                        .then_with(|| replica.id.cmp(&other.id))
+                })
         };
         let (replica, counter) = session_choice
             .or_else(prefix_choice)
@@ -167,6 +172,9 @@ impl Balancer {
 
     fn counter(&self, replica_id: &str) -> Arc<AtomicU64> {
         let mut outstanding = lock(&self.inner.outstanding);
+        if let Some(counter) = outstanding.get(replica_id) {
+            return counter.clone();
+        }
         outstanding
             .entry(replica_id.to_owned())
             .or_insert_with(|| Arc::new(AtomicU64::new(0)))

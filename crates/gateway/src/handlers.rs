@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::metrics::{ModelLabels, RouteLabels, RouteStatusLabels};
+use crate::metrics::ModelLabels;
 use crate::raw_json::RawObject;
 use crate::relay::{self, ShapeMode, ShapedParts, Shaper, SSE_DONE};
 use crate::request::{self, InferenceKind, ValidInferenceRequest};
@@ -60,12 +60,7 @@ async fn infer(
     state
         .inner
         .metrics
-        .requests
-        .get_or_create(&RouteStatusLabels {
-            route: kind.route(),
-            status: response.status().as_u16(),
-        })
-        .inc();
+        .count_request(kind, response.status().as_u16());
     response
 }
 
@@ -97,10 +92,17 @@ async fn prepare(
     }
     let upstream_body = request.upstream_body(&resolved.model_key);
     let completion_id = crate::ids::random_uuid();
+    let mut completion_id_text = uuid::Uuid::encode_buffer();
+    let mut session_id_text = uuid::Uuid::encode_buffer();
     let shaper = Shaper::new(
         kind,
-        &completion_id.to_string(),
-        &request.session_id.to_string(),
+        completion_id
+            .hyphenated()
+            .encode_lower(&mut completion_id_text),
+        request
+            .session_id
+            .hyphenated()
+            .encode_lower(&mut session_id_text),
         &format!("{}/{}", resolved.project_key, resolved.model_service_key),
     );
     Ok(Prepared {
@@ -170,11 +172,7 @@ async fn stream_response(
     state
         .inner
         .metrics
-        .ttft_seconds
-        .get_or_create(&RouteLabels {
-            route: prepared.request.kind.route(),
-        })
-        .observe(opened.ttft.as_secs_f64());
+        .observe_ttft(prepared.request.kind, opened.ttft.as_secs_f64());
     let relay = StreamRelay {
         state,
         prepared,
@@ -386,23 +384,11 @@ fn observe(
     ttft_seconds: Option<f64>,
     total_seconds: f64,
 ) {
-    let route = RouteLabels {
-        route: prepared.request.kind.route(),
-    };
+    let kind = prepared.request.kind;
     if let Some(ttft) = ttft_seconds {
-        state
-            .inner
-            .metrics
-            .ttft_seconds
-            .get_or_create(&route)
-            .observe(ttft);
+        state.inner.metrics.observe_ttft(kind, ttft);
     }
-    state
-        .inner
-        .metrics
-        .duration_seconds
-        .get_or_create(&route)
-        .observe(total_seconds);
+    state.inner.metrics.observe_duration(kind, total_seconds);
     if let Some(usage) = parts.usage {
         let model = ModelLabels {
             model: prepared.resolved.model_key.clone(),

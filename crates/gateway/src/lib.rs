@@ -111,16 +111,25 @@ impl GatewayState {
 }
 
 /// The OpenAI-compatible routes, mounted under both `/api/v1` and `/v1`.
+///
+/// Each route is registered with its full path rather than through `Router::nest`: a nested
+/// route rewrites every request's URI and adds an extension on the way in.
 pub fn router(state: GatewayState) -> axum::Router {
-    let api = axum::Router::new()
-        .route(
-            "/chat/completions",
-            axum::routing::post(handlers::chat_completions),
-        )
-        .route("/completions", axum::routing::post(handlers::completions))
-        .route("/models", axum::routing::get(handlers::list_models))
-        .with_state(state);
-    axum::Router::new()
-        .nest("/api/v1", api.clone())
-        .nest("/v1", api)
+    let mut router = axum::Router::new();
+    for prefix in ["/api/v1", "/v1"] {
+        router = router
+            .route(
+                &format!("{prefix}/chat/completions"),
+                axum::routing::post(handlers::chat_completions),
+            )
+            .route(
+                &format!("{prefix}/completions"),
+                axum::routing::post(handlers::completions),
+            )
+            .route(
+                &format!("{prefix}/models"),
+                axum::routing::get(handlers::list_models),
+            );
+    }
+    router.with_state(state)
 }

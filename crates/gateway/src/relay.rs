@@ -22,7 +22,9 @@ use tokio::time::Instant;
 use adaptive_api_types::{ErrorCode, OpenAiErrorBody};
 
 use crate::balancer::{Lease, RouteHints};
-use crate::raw_json::{write_name, write_raw_field, RawObject};
+use crate::raw_json::{
+    json_string, write_name, write_read_field, write_read_name, RawObject, ReadField,
+};
 use crate::request::{InferenceKind, ValidInferenceRequest};
 use crate::sse::SseParser;
 use crate::upstream::Exchange;
@@ -299,12 +301,11 @@ impl Shaper {
         session_id: &str,
         model_label: &str,
     ) -> Self {
-        let json = |text: &str| serde_json::to_string(text).unwrap_or_default();
         Self {
             kind,
-            completion_id_json: json(completion_id),
-            session_id_json: json(session_id),
-            model_label_json: json(model_label),
+            completion_id_json: json_string(completion_id),
+            session_id_json: json_string(session_id),
+            model_label_json: json_string(model_label),
         }
     }
 
@@ -318,7 +319,8 @@ impl Shaper {
         out.push(b'{');
         let mut has_usage = false;
         let mut choices_written = false;
-        for (name, value) in &object.0 {
+        for field in &object.0 {
+            let (name, value) = field;
             match name.as_ref() {
                 "session_id" | "model" => continue,
                 "usage" => {
@@ -332,25 +334,15 @@ impl Shaper {
                     if !keep_usage {
                         continue;
                     }
-                    write_raw_field(out, name, value.get());
+                    write_read_field(out, field);
                 }
                 "choices" => {
-                    let Ok(choices) = serde_json::from_str::<Vec<&RawValue>>(value.get()) else {
+                    if !self.write_choices(field, mode, &mut parts, out) {
                         continue;
-                    };
-                    parts.usage_only = choices.is_empty();
-                    write_name(out, name);
-                    out.push(b'[');
-                    for (position, choice) in choices.iter().enumerate() {
-                        if position > 0 {
-                            out.push(b',');
-                        }
-                        self.shape_choice(choice, mode, &mut parts, out);
                     }
-                    out.push(b']');
                     choices_written = true;
                 }
-                _ => write_raw_field(out, name, value.get()),
+                _ => write_read_field(out, field),
             }
             out.push(b',');
         }
@@ -363,11 +355,52 @@ impl Shaper {
                 b"\"usage\":{\"prompt_tokens\":0,\"completion_tokens\":0,\"total_tokens\":0},",
             );
         }
-        write_raw_field(out, "session_id", &self.session_id_json);
-        out.push(b',');
-        write_raw_field(out, "model", &self.model_label_json);
+        out.extend_from_slice(b"\"session_id\":");
+        out.extend_from_slice(self.session_id_json.as_bytes());
+        out.extend_from_slice(b",\"model\":");
+        out.extend_from_slice(self.model_label_json.as_bytes());
         out.push(b'}');
         parts
+    }
+
+    /// Writes the `choices` field; `false` (and nothing written) when it is not an array.
+    fn write_choices(
+        &self,
+        field: &ReadField<'_>,
+        mode: ShapeMode,
+        parts: &mut ShapedParts,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let choices = field.1;
+        // Choices are objects: read them in the same pass as the array. Only an array holding
+        // something else is read again, to copy what is not an object as it is.
+        if let Ok(objects) = serde_json::from_str::<Vec<RawObject>>(choices.get()) {
+            parts.usage_only = objects.is_empty();
+            write_read_name(out, field);
+            out.push(b'[');
+            for (position, choice) in objects.iter().enumerate() {
+                if position > 0 {
+                    out.push(b',');
+                }
+                self.shape_choice_object(choice, mode, parts, out);
+            }
+            out.push(b']');
+            return true;
+        }
+        let Ok(values) = serde_json::from_str::<Vec<&RawValue>>(choices.get()) else {
+            return false;
+        };
+        parts.usage_only = values.is_empty();
+        write_read_name(out, field);
+        out.push(b'[');
+        for (position, choice) in values.iter().enumerate() {
+            if position > 0 {
+                out.push(b',');
+            }
+            self.shape_choice(choice, mode, parts, out);
+        }
+        out.push(b']');
+        true
     }
 
     fn shape_choice(
@@ -381,6 +414,16 @@ impl Shaper {
             out.extend_from_slice(choice.get().as_bytes());
             return;
         };
+        self.shape_choice_object(&choice, mode, parts, out);
+    }
+
+    fn shape_choice_object(
+        &self,
+        choice: &RawObject<'_>,
+        mode: ShapeMode,
+        parts: &mut ShapedParts,
+        out: &mut Vec<u8>,
+    ) {
         let index = choice
             .get("index")
             .and_then(|index| serde_json::from_str::<u64>(index.get()).ok())
@@ -393,23 +436,24 @@ impl Shaper {
         out.push(b'{');
         let mut text = None;
         let mut message_written = false;
-        for (name, value) in &choice.0 {
+        for field in &choice.0 {
+            let (name, value) = field;
             match name.as_ref() {
                 "completion_id" | "model" => continue,
                 "finish_reason" if index == 0 => {
-                    parts.finish_reason = serde_json::from_str::<String>(value.get()).ok();
-                    write_raw_field(out, name, value.get());
+                    parts.finish_reason = string_or_null(value);
+                    write_read_field(out, field);
                 }
                 "text" if self.kind == InferenceKind::Completion => {
-                    text = serde_json::from_str::<String>(value.get()).ok();
-                    write_raw_field(out, name, value.get());
+                    text = string_or_null(value);
+                    write_read_field(out, field);
                 }
-                field if Some(field) == message_field => {
-                    write_name(out, name);
+                message if Some(message) == message_field => {
+                    write_read_name(out, field);
                     text = Some(self.shape_message(value, out));
                     message_written = true;
                 }
-                _ => write_raw_field(out, name, value.get()),
+                _ => write_read_field(out, field),
             }
             out.push(b',');
         }
@@ -420,9 +464,10 @@ impl Shaper {
             out.extend_from_slice(b"},");
             text = Some(String::new());
         }
-        write_raw_field(out, "completion_id", &self.completion_id_json);
-        out.push(b',');
-        write_raw_field(out, "model", &self.model_label_json);
+        out.extend_from_slice(b"\"completion_id\":");
+        out.extend_from_slice(self.completion_id_json.as_bytes());
+        out.extend_from_slice(b",\"model\":");
+        out.extend_from_slice(self.model_label_json.as_bytes());
         out.push(b'}');
         if index == 0 {
             parts.text = text.unwrap_or_default();
@@ -438,14 +483,16 @@ impl Shaper {
         out.push(b'{');
         let mut text = String::new();
         let (mut has_id, mut has_role, mut has_content) = (false, false, false);
-        for (name, value) in &message.0 {
+        for field in &message.0 {
+            let (name, value) = field;
             match name.as_ref() {
                 "id" => has_id = true,
                 "role" => has_role = true,
                 "content" => {
                     has_content = true;
                     if value.get() == "null" {
-                        write_raw_field(out, name, "\"\"");
+                        write_read_name(out, field);
+                        out.extend_from_slice(b"\"\"");
                         out.push(b',');
                         continue;
                     }
@@ -453,7 +500,7 @@ impl Shaper {
                 }
                 _ => {}
             }
-            write_raw_field(out, name, value.get());
+            write_read_field(out, field);
             out.push(b',');
         }
         self.write_message_defaults(!has_id, !has_role, !has_content, out);
@@ -465,7 +512,8 @@ impl Shaper {
     /// removes a trailing comma.
     fn write_message_defaults(&self, id: bool, role: bool, content: bool, out: &mut Vec<u8>) {
         if id {
-            write_raw_field(out, "id", &self.completion_id_json);
+            out.extend_from_slice(b"\"id\":");
+            out.extend_from_slice(self.completion_id_json.as_bytes());
             out.push(b',');
         }
         if role {
@@ -478,6 +526,15 @@ impl Shaper {
             out.pop();
         }
     }
+}
+
+/// The string `value` holds; `None` for `null` (the usual `finish_reason` of a stream chunk,
+/// checked first: a failed parse builds an error message) or any other non-string.
+fn string_or_null(value: &RawValue) -> Option<String> {
+    if value.get() == "null" {
+        return None;
+    }
+    serde_json::from_str::<String>(value.get()).ok()
 }
 
 /// `data: <text>` and the blank line that ends the event.

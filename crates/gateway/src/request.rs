@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use crate::raw_json::{write_raw_field, RawObject};
+use crate::raw_json::{write_read_field, RawObject, ReadField};
 use crate::GatewayError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,21 +90,54 @@ const PARAMETER_FIELDS: [&str; 12] = [
     "response_format",
 ];
 
-/// Fields the gateway reads; every other field is only forwarded.
-const READ_FIELDS: [&str; 12] = [
-    "model",
-    "stream",
-    "stream_options",
-    "store",
-    "session_id",
-    "labels",
-    "tags",
-    "metadata",
-    "messages",
-    "prompt",
-    "max_tokens",
-    "max_completion_tokens",
-];
+/// The fields the gateway reads, each parsed into a value; every other field is only forwarded.
+/// A field is looked up by name once, while the body is scanned.
+#[derive(Default)]
+struct ReadFields {
+    model: Option<Value>,
+    stream: Option<Value>,
+    stream_options: Option<Value>,
+    store: Option<Value>,
+    session_id: Option<Value>,
+    labels: Option<Value>,
+    tags: Option<Value>,
+    metadata: Option<Value>,
+    messages: Option<Value>,
+    prompt: Option<Value>,
+    /// Indexed like [`PARAMETER_FIELDS`].
+    parameters: [Option<Value>; PARAMETER_FIELDS.len()],
+}
+
+impl ReadFields {
+    fn collect(fields: &[ReadField<'_>]) -> Self {
+        let mut read = ReadFields::default();
+        for (name, raw) in fields {
+            let slot = match name.as_ref() {
+                "model" => &mut read.model,
+                "stream" => &mut read.stream,
+                "stream_options" => &mut read.stream_options,
+                "store" => &mut read.store,
+                "session_id" => &mut read.session_id,
+                "labels" => &mut read.labels,
+                "tags" => &mut read.tags,
+                "metadata" => &mut read.metadata,
+                "messages" => &mut read.messages,
+                "prompt" => &mut read.prompt,
+                other => match PARAMETER_FIELDS.iter().position(|field| *field == other) {
+                    Some(index) => &mut read.parameters[index],
+                    None => continue,
+                },
+            };
+            *slot = serde_json::from_str(raw.get()).ok();
+        }
+        read
+    }
+
+    fn parameter(&self, name: &str) -> Option<&Value> {
+        let index = PARAMETER_FIELDS.iter().position(|field| *field == name)?;
+        self.parameters[index].as_ref()
+    }
+}
 
 impl ValidInferenceRequest {
     /// The body sent to harmony: the client's fields minus the Adaptive extensions, with
@@ -140,17 +173,8 @@ pub fn validate(kind: InferenceKind, body: &[u8]) -> Result<ValidInferenceReques
             )))
         }
     };
-    let mut object: Map<String, Value> = fields
-        .iter()
-        .filter(|(key, _)| {
-            READ_FIELDS.contains(&key.as_ref()) || PARAMETER_FIELDS.contains(&key.as_ref())
-        })
-        .filter_map(|(key, raw)| {
-            let value = serde_json::from_str(raw.get()).ok()?;
-            Some((key.to_string(), value))
-        })
-        .collect();
-    let model = match object.get("model") {
+    let mut read = ReadFields::collect(&fields);
+    let model = match &read.model {
         Some(Value::String(model)) if !model.trim().is_empty() => model.trim().to_owned(),
         Some(_) => {
             return Err(invalid(
@@ -165,8 +189,8 @@ pub fn validate(kind: InferenceKind, body: &[u8]) -> Result<ValidInferenceReques
             ))
         }
     };
-    let stream = optional_bool(&object, "stream")?.unwrap_or(false);
-    let include_usage = match object.get("stream_options") {
+    let stream = optional_bool(read.stream.as_ref(), "stream")?.unwrap_or(false);
+    let include_usage = match &read.stream_options {
         None | Some(Value::Null) => false,
         Some(Value::Object(options)) => match options.get("include_usage") {
             None | Some(Value::Null) => false,
@@ -185,8 +209,8 @@ pub fn validate(kind: InferenceKind, body: &[u8]) -> Result<ValidInferenceReques
             ))
         }
     };
-    let store = optional_bool(&object, "store")?.unwrap_or(true);
-    let (session_given, session_id) = match object.get("session_id") {
+    let store = optional_bool(read.store.as_ref(), "store")?.unwrap_or(true);
+    let (session_given, session_id) = match &read.session_id {
         None | Some(Value::Null) => (false, crate::ids::random_uuid()),
         Some(Value::String(text)) => match uuid::Uuid::parse_str(text) {
             Ok(id) => (true, id),
@@ -194,8 +218,8 @@ pub fn validate(kind: InferenceKind, body: &[u8]) -> Result<ValidInferenceReques
         },
         Some(_) => return Err(invalid("session_id", "'session_id' must be a UUID string")),
     };
-    let labels = parse_labels(&object)?;
-    let tags = match object.get("tags") {
+    let labels = parse_labels(read.labels.as_ref(), read.metadata.as_ref())?;
+    let tags = match &read.tags {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) => items
             .iter()
@@ -207,14 +231,14 @@ pub fn validate(kind: InferenceKind, body: &[u8]) -> Result<ValidInferenceReques
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(invalid("tags", "'tags' must be an array of strings")),
     };
-    let metadata = object.get("metadata").cloned().unwrap_or(Value::Null);
+    let metadata = read.metadata.take().unwrap_or(Value::Null);
     if !(metadata.is_null() || metadata.is_object()) {
         return Err(invalid("metadata", "'metadata' must be an object"));
     }
     let max_tokens =
-        match object
-            .get("max_tokens")
-            .or_else(|| object.get("max_completion_tokens"))
+        match read
+            .parameter("max_tokens")
+            .or_else(|| read.parameter("max_completion_tokens"))
         {
             None | Some(Value::Null) => None,
             Some(value) => Some(value.as_u64().ok_or_else(|| {
@@ -223,26 +247,29 @@ pub fn validate(kind: InferenceKind, body: &[u8]) -> Result<ValidInferenceReques
         };
 
     let (messages, prompt_text) = match kind {
-        InferenceKind::Chat => chat_messages(object.remove("messages"))?,
-        InferenceKind::Completion => completion_prompt(&object)?,
+        InferenceKind::Chat => chat_messages(read.messages.take())?,
+        InferenceKind::Completion => completion_prompt(read.prompt.as_ref())?,
     };
     let estimated_tokens =
         (prompt_text.len() as u64 / 4) + max_tokens.unwrap_or(DEFAULT_MAX_TOKENS_ESTIMATE);
 
-    let parameters: Map<String, Value> = PARAMETER_FIELDS
-        .iter()
-        .filter_map(|field| object.remove_entry(*field))
-        .collect();
+    let mut parameters = Map::new();
+    for (field, value) in PARAMETER_FIELDS.iter().zip(read.parameters) {
+        if let Some(value) = value {
+            parameters.insert((*field).to_owned(), value);
+        }
+    }
     let mut forwarded_fields = Vec::with_capacity(body.len() + 2);
     forwarded_fields.push(b'{');
-    for (key, raw) in &fields {
+    for field in &fields {
+        let (key, _) = field;
         let replaced = key == "model" || (stream && key == "stream_options");
         // OpenAI's `metadata` carries labels in the official client: an extension too, kept
         // for the record only.
         if replaced || EXTENSION_FIELDS.contains(&key.as_ref()) {
             continue;
         }
-        write_raw_field(&mut forwarded_fields, key, raw.get());
+        write_read_field(&mut forwarded_fields, field);
         forwarded_fields.push(b',');
     }
 
@@ -269,17 +296,20 @@ fn invalid(param: &str, message: &str) -> GatewayError {
     GatewayError::InvalidRequest(format!("{message} (param: {param})"))
 }
 
-fn optional_bool(object: &Map<String, Value>, field: &str) -> Result<Option<bool>, GatewayError> {
-    match object.get(field) {
+fn optional_bool(value: Option<&Value>, field: &str) -> Result<Option<bool>, GatewayError> {
+    match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(flag)) => Ok(Some(*flag)),
         Some(_) => Err(invalid(field, &format!("'{field}' must be a boolean"))),
     }
 }
 
-fn parse_labels(object: &Map<String, Value>) -> Result<BTreeMap<String, String>, GatewayError> {
+fn parse_labels(
+    labels_value: Option<&Value>,
+    metadata: Option<&Value>,
+) -> Result<BTreeMap<String, String>, GatewayError> {
     let mut labels = BTreeMap::new();
-    match object.get("labels") {
+    match labels_value {
         None | Some(Value::Null) => {}
         Some(Value::Object(entries)) => {
             for (key, value) in entries {
@@ -292,7 +322,7 @@ fn parse_labels(object: &Map<String, Value>) -> Result<BTreeMap<String, String>,
         Some(_) => return Err(invalid("labels", "'labels' must be an object of strings")),
     }
     // The official OpenAI client sends labels through `metadata` (string values only).
-    if let Some(Value::Object(metadata)) = object.get("metadata") {
+    if let Some(Value::Object(metadata)) = metadata {
         for (key, value) in metadata {
             if let Value::String(text) = value {
                 labels.entry(key.clone()).or_insert_with(|| text.clone());
@@ -348,8 +378,8 @@ fn chat_messages(messages: Option<Value>) -> Result<(Value, String), GatewayErro
     Ok((Value::Array(messages), prompt_text))
 }
 
-fn completion_prompt(object: &Map<String, Value>) -> Result<(Value, String), GatewayError> {
-    let prompt = match object.get("prompt") {
+fn completion_prompt(prompt: Option<&Value>) -> Result<(Value, String), GatewayError> {
+    let prompt = match prompt {
         Some(Value::String(prompt)) => prompt.clone(),
         Some(Value::Array(items)) if items.len() == 1 && items[0].is_string() => {
             items[0].as_str().unwrap_or_default().to_owned()

@@ -21,21 +21,38 @@ impl SseParser {
     pub fn next_event(&mut self) -> Option<String> {
         loop {
             let boundary = find_event_boundary(&self.buffer)?;
-            let raw_event = self.buffer.split_to(boundary.event_end);
-            self.buffer.advance(boundary.separator_len);
-            let text = String::from_utf8_lossy(&raw_event);
-            let mut data_lines = Vec::new();
-            for line in text.split('\n') {
-                let line = line.strip_suffix('\r').unwrap_or(line);
-                if let Some(value) = line.strip_prefix("data:") {
-                    data_lines.push(value.strip_prefix(' ').unwrap_or(value));
-                }
-            }
-            if !data_lines.is_empty() {
-                return Some(data_lines.join("\n"));
+            let data = event_data(&self.buffer[..boundary.event_end]);
+            self.buffer
+                .advance(boundary.event_end + boundary.separator_len);
+            if data.is_some() {
+                return data;
             }
         }
     }
+}
+
+/// The `data:` lines of one event, joined with `\n`; `None` when it has none.
+fn event_data(raw_event: &[u8]) -> Option<String> {
+    let text = match std::str::from_utf8(raw_event) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(raw_event),
+    };
+    let mut data: Option<String> = None;
+    for line in text.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let Some(value) = line.strip_prefix("data:") else {
+            continue;
+        };
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match &mut data {
+            None => data = Some(value.to_owned()),
+            Some(joined) => {
+                joined.push('\n');
+                joined.push_str(value);
+            }
+        }
+    }
+    data
 }
 
 struct EventBoundary {
@@ -43,22 +60,25 @@ struct EventBoundary {
     separator_len: usize,
 }
 
+/// The first blank line: `\n\n` or `\r\n\r\n`.
 fn find_event_boundary(buffer: &[u8]) -> Option<EventBoundary> {
-    let mut index = 0;
-    while index + 1 < buffer.len() {
-        if buffer[index] == b'\n' && buffer[index + 1] == b'\n' {
+    let mut from = 0;
+    while let Some(offset) = memchr::memchr2(b'\n', b'\r', &buffer[from..]) {
+        let index = from + offset;
+        let rest = &buffer[index..];
+        if rest.starts_with(b"\n\n") {
             return Some(EventBoundary {
                 event_end: index,
                 separator_len: 2,
             });
         }
-        if index + 3 < buffer.len() && &buffer[index..index + 4] == b"\r\n\r\n" {
+        if rest.starts_with(b"\r\n\r\n") {
             return Some(EventBoundary {
                 event_end: index,
                 separator_len: 4,
             });
         }
-        index += 1;
+        from = index + 1;
     }
     None
 }

@@ -61,7 +61,9 @@ struct ClientInner {
 
 struct Connection {
     sender: http1::SendRequest<RequestBody>,
-    driver: http1::Connection<TokioIo<TcpStream>, RequestBody>,
+    /// Boxed: hyper's connection state is large, and a connection moves from the pool through
+    /// the request's futures to the exchange and back once per request.
+    driver: Box<http1::Connection<TokioIo<TcpStream>, RequestBody>>,
 }
 
 impl UpstreamClient {
@@ -160,7 +162,10 @@ impl UpstreamClient {
             .idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let connections = idle.entry(authority.to_owned()).or_default();
+        let Some(connections) = idle.get_mut(authority) else {
+            idle.insert(authority.to_owned(), vec![connection]);
+            return;
+        };
         if connections.len() < MAX_IDLE_PER_REPLICA {
             connections.push(connection);
         }
@@ -188,7 +193,10 @@ impl UpstreamClient {
                 source,
             })?;
         let (sender, driver) = http1::handshake(TokioIo::new(stream)).await?;
-        Ok(Connection { sender, driver })
+        Ok(Connection {
+            sender,
+            driver: Box::new(driver),
+        })
     }
 }
 
