@@ -1,8 +1,8 @@
 //! Decode throughput of the paged executor: `cargo run --release -p adaptive-engine-models
 //! --example bench_decode -- [model.gguf|hf-dir] [concurrency,...] [decode_steps] [cpu|cuda]
-//! [--keep-quantized] [--tensor-ops]`.
+//! [--keep-quantized | --f32 | --int8] [--tensor-ops] [--prompt-tokens=N]`.
 //!
-//! For each concurrency N: prefill N different prompts (each ~`PROMPT_TOKENS` tokens) in one
+//! For each concurrency N: prefill N different prompts (each `--prompt-tokens`, default 64, tokens) in one
 //! batch, then run `decode_steps` steps that each decode one token for all N sequences in one
 //! forward. Reports prompt tokens/s and aggregate decode tokens/s (N tokens per step).
 
@@ -11,8 +11,6 @@ use std::time::Instant;
 
 use adaptive_engine::{ForwardBatch, SequenceChunk};
 use adaptive_engine_models::{load_model, DeviceChoice, KvCacheSize, LoadOptions, QuantizedMatmul};
-
-const PROMPT_TOKENS: usize = 64;
 
 /// CPU seconds used by this process so far (all threads), from /proc/self/stat: on a shared
 /// machine wall time mostly measures the neighbours.
@@ -61,17 +59,25 @@ fn main() -> anyhow::Result<()> {
         Some("cuda") => DeviceChoice::Cuda(0),
         _ => DeviceChoice::Cpu,
     };
+    let prompt_tokens: usize = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--prompt-tokens=")?.parse().ok())
+        .unwrap_or(64);
     let max_concurrency = concurrencies.iter().copied().max().unwrap_or(1);
     let block_size = 16;
-    let blocks_per_sequence = (PROMPT_TOKENS + decode_steps).div_ceil(block_size) + 1;
+    let blocks_per_sequence = (prompt_tokens + decode_steps).div_ceil(block_size) + 1;
     let options = LoadOptions {
         kv_cache: KvCacheSize::Blocks(blocks_per_sequence * max_concurrency),
         block_size,
-        max_seq_len: Some(PROMPT_TOKENS + decode_steps + 8),
+        max_seq_len: Some(prompt_tokens + decode_steps + 8),
         device,
         fused_cpu_attention: !args.iter().any(|a| a == "--tensor-ops"),
         quantized_matmul: if args.iter().any(|a| a == "--keep-quantized") {
             QuantizedMatmul::Keep
+        } else if args.iter().any(|a| a == "--f32") {
+            QuantizedMatmul::DequantizeF32
+        } else if args.iter().any(|a| a == "--int8") {
+            QuantizedMatmul::Int8
         } else {
             QuantizedMatmul::Auto
         },
@@ -100,7 +106,7 @@ fn main() -> anyhow::Result<()> {
                 base.iter()
                     .cycle()
                     .skip(i)
-                    .take(PROMPT_TOKENS)
+                    .take(prompt_tokens)
                     .copied()
                     .collect()
             })
@@ -136,7 +142,7 @@ fn main() -> anyhow::Result<()> {
                     .map(|i| SequenceChunk {
                         sequence_id: i as u64,
                         tokens: vec![last[i]],
-                        start_pos: PROMPT_TOKENS + step,
+                        start_pos: prompt_tokens + step,
                         block_table: tables[i].clone(),
                         wants_logits: true,
                     })
@@ -147,12 +153,12 @@ fn main() -> anyhow::Result<()> {
         }
         let decode_seconds = started.elapsed().as_secs_f64();
         let decode_cpu = cpu_seconds() - cpu_started;
-        let prompt_tokens = (concurrency * PROMPT_TOKENS) as f64;
+        let batch_prompt_tokens = (concurrency * prompt_tokens) as f64;
         let decoded_tokens = (concurrency * decode_steps) as f64;
         println!(
             "concurrency {concurrency:>3}: prefill {:>7.1} tok/s wall, {:>7.1} tok/cpu-s | decode {:>7.1} tok/s wall aggregate, {:>7.1} tok/cpu-s ({:.1} ms/step wall)",
-            prompt_tokens / prefill_seconds,
-            prompt_tokens / prefill_cpu,
+            batch_prompt_tokens / prefill_seconds,
+            batch_prompt_tokens / prefill_cpu,
             decoded_tokens / decode_seconds,
             decoded_tokens / decode_cpu,
             decode_seconds * 1000. / decode_steps as f64,

@@ -37,14 +37,42 @@ pub enum KvCacheSize {
 /// batched decode for small models.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum QuantizedMatmul {
-    /// Dequantize on CPU when the model's dense f32 weights fit in
-    /// [`AUTO_DEQUANTIZE_MAX_BYTES`]; keep quantized otherwise and on GPUs.
+    /// On CPU, dequantize to f32 when the model's dense f32 weights fit in
+    /// [`AUTO_DEQUANTIZE_MAX_BYTES`]; larger models run their Q4_0/Q4_1 projections in the
+    /// integer kernel (as [`Self::Int8`]) and keep the other matrices quantized. On GPUs, keep
+    /// quantized.
     #[default]
     Auto,
-    /// Always run the quantized kernels (exactly what llama.cpp-style inference computes).
+    /// On CPU, Q4_0/Q4_1 projections run in the integer kernel (`q4_matmul`: the 4-bit codes as
+    /// stored × activations rounded to 8 bits per 32-element block, the arithmetic of llama.cpp
+    /// and of candle's quantized matmuls), ~1.3–2× faster prefill and batched decode than f32
+    /// on AVX2, with a quarter of the f32 weights' memory; other matrices as in `Auto`. The
+    /// activation rounding changes logits by ~1e-3 relative, enough to change some greedy
+    /// answers of a tiny model (SmolLM2-135M answers the France question with French phrases
+    /// without a system message, as llama.cpp-style inference does on the same file).
+    Int8,
+    /// Always run candle's quantized kernels.
     Keep,
-    /// Always dequantize to f32 at load time.
+    /// Always dequantize to f32 at load time: f32 arithmetic throughout, the exact reference
+    /// for the weights as stored.
     DequantizeF32,
+}
+
+impl std::str::FromStr for QuantizedMatmul {
+    type Err = String;
+
+    /// `auto`, `int8`, `quantized` or `f32` (the `HARMONY_CPU_MATMUL` values).
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "int8" => Ok(Self::Int8),
+            "quantized" => Ok(Self::Keep),
+            "f32" => Ok(Self::DequantizeF32),
+            other => Err(format!(
+                "'{other}' is not one of auto, int8, quantized, f32"
+            )),
+        }
+    }
 }
 
 /// The f32 weight size up to which [`QuantizedMatmul::Auto`] dequantizes on CPU (~500M params).
@@ -231,10 +259,12 @@ fn load_gguf(path: &Path, options: &LoadOptions) -> Result<LoadedModel, ModelErr
         .map(|info| info.shape.elem_count() as u64)
         .sum();
     let (cache, kv_bytes_per_block) = cache_shape(options, &config)?;
-    gguf.dequantize_matrices = match options.quantized_matmul {
-        QuantizedMatmul::Keep => false,
-        QuantizedMatmul::DequantizeF32 => true,
-        QuantizedMatmul::Auto => device.is_cpu() && parameters * 4 <= AUTO_DEQUANTIZE_MAX_BYTES,
+    let fits_in_f32 = device.is_cpu() && parameters * 4 <= AUTO_DEQUANTIZE_MAX_BYTES;
+    (gguf.dequantize_matrices, gguf.pack_q4) = match options.quantized_matmul {
+        QuantizedMatmul::Keep => (false, false),
+        QuantizedMatmul::DequantizeF32 => (true, false),
+        QuantizedMatmul::Auto => (fits_in_f32, device.is_cpu() && !fits_in_f32),
+        QuantizedMatmul::Int8 => (fits_in_f32, device.is_cpu()),
     };
     let mut source = WeightSource::Gguf(gguf);
     let mut executor = PagedLlama::load(config.clone(), &mut source, cache, &device)?;

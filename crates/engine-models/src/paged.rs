@@ -100,12 +100,13 @@ impl PagedLlama {
         let mut layers = Vec::with_capacity(config.num_layers);
         for index in 0..config.num_layers {
             let name = |suffix: &str| format!("model.layers.{index}.{suffix}");
-            let projection =
-                |source: &mut WeightSource, proj: &str| -> Result<Linear, ModelError> {
-                    let weight = source.matrix(&name(&format!("{proj}.weight")), device)?;
-                    let bias = source.optional_dense(&name(&format!("{proj}.bias")), device)?;
-                    Ok(Linear::new(weight, bias)?)
-                };
+            let projection = |source: &mut WeightSource, proj: &str| {
+                source.projection(
+                    &name(&format!("{proj}.weight")),
+                    &name(&format!("{proj}.bias")),
+                    device,
+                )
+            };
             let cache_shape = (config.num_kv_heads, kv_slots, config.head_dim);
             layers.push(Layer {
                 input_norm: source.dense(&name("input_layernorm.weight"), device)?,

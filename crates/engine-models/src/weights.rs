@@ -15,6 +15,7 @@ use candle_core::quantized::{gguf_file, QMatMul, QTensor};
 use candle_core::{CpuStorage, DType, Device, Module, Storage, Tensor};
 
 use crate::error::ModelError;
+use crate::q4_matmul::PackedQ4;
 use crate::small_batch_matmul;
 
 /// A weight matrix `[out, in]` with an optional bias, applied as `x @ W^T + b`.
@@ -33,6 +34,8 @@ enum LinearWeight {
     Quantized(QMatMul),
     /// `[in, out]`.
     DenseTransposed(Tensor),
+    /// Q4_0/Q4_1 codes for the integer kernel of [`crate::q4_matmul`] (CPU with AVX2).
+    PackedQ4(Arc<PackedQ4>),
 }
 
 impl Linear {
@@ -44,10 +47,18 @@ impl Linear {
         Ok(Self { weight, bias })
     }
 
+    pub fn packed(weight: PackedQ4, bias: Option<Tensor>) -> Self {
+        Self {
+            weight: LinearWeight::PackedQ4(Arc::new(weight)),
+            bias,
+        }
+    }
+
     /// `xs`: `[tokens, in]`.
     pub fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         let ys = match &self.weight {
             LinearWeight::Quantized(weight) => weight.forward(xs)?,
+            LinearWeight::PackedQ4(weight) => packed_forward(xs, weight)?,
             LinearWeight::DenseTransposed(weight_t) => match small_batch_forward(xs, weight_t)? {
                 Some(ys) => ys,
                 None => xs.matmul(weight_t)?,
@@ -109,6 +120,25 @@ fn small_batch_forward(xs: &Tensor, weight_t: &Tensor) -> candle_core::Result<Op
         Some(values) => Ok(Some(Tensor::from_vec(values, (rows, outer), xs.device())?)),
         None => Ok(None),
     }
+}
+
+/// `xs @ Wᵀ` through the integer kernel; `xs` must be f32 on the CPU (where packed weights live).
+fn packed_forward(xs: &Tensor, weight: &PackedQ4) -> candle_core::Result<Tensor> {
+    let (rows, _) = xs.dims2()?;
+    let xs = xs.to_dtype(DType::F32)?.contiguous()?;
+    let product = {
+        let (storage, layout) = xs.storage_and_layout();
+        match (&*storage, layout.contiguous_offsets()) {
+            (Storage::Cpu(CpuStorage::F32(values)), Some((start, end))) => {
+                weight.matmul(&values[start..end], rows)
+            }
+            _ => None,
+        }
+    };
+    let values = product.ok_or_else(|| {
+        candle_core::Error::Msg("packed 4-bit weights need f32 activations on an AVX2 CPU".into())
+    })?;
+    Tensor::from_vec(values, (rows, weight.out_features()), xs.device())
 }
 
 /// llama.cpp's name for an HF tensor name, or `None` for names it has no equivalent of.
@@ -209,6 +239,27 @@ impl WeightSource {
         }
     }
 
+    /// A projection (weight and optional bias) as a [`Linear`]: Q4_0/Q4_1 GGUF matrices go to
+    /// the integer kernel when the source was opened with `pack_q4` (and the CPU has AVX2);
+    /// everything else as [`Self::matrix`] gives it.
+    pub fn projection(
+        &mut self,
+        weight_name: &str,
+        bias_name: &str,
+        device: &Device,
+    ) -> Result<Linear, ModelError> {
+        let bias = self.optional_dense(bias_name, device)?;
+        if let Self::Gguf(gguf) = self {
+            if gguf.pack_q4 && device.is_cpu() && PackedQ4::supported() {
+                let qtensor = gguf.qtensor(weight_name, device)?;
+                if let Some(packed) = PackedQ4::from_qtensor(&qtensor) {
+                    return Ok(Linear::packed(packed, bias));
+                }
+            }
+        }
+        Ok(Linear::new(self.matrix(weight_name, device)?, bias)?)
+    }
+
     /// Whether [`Self::matrix`] returns dense f32 matrices (always for safetensors).
     pub fn matrices_are_dense(&self) -> bool {
         match self {
@@ -252,6 +303,8 @@ pub(crate) struct GgufWeights {
     cache: HashMap<String, Arc<QTensor>>,
     /// Dequantize weight matrices to f32 at load time (see `QuantizedMatmul`).
     pub dequantize_matrices: bool,
+    /// Run Q4_0/Q4_1 projections through the integer kernel (`q4_matmul`) instead.
+    pub pack_q4: bool,
 }
 
 impl GgufWeights {
@@ -297,6 +350,7 @@ impl GgufWeights {
             reader,
             cache: HashMap::new(),
             dequantize_matrices: false,
+            pack_q4: false,
         })
     }
 

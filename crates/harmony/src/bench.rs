@@ -29,6 +29,8 @@ pub struct BenchOptions {
     pub kv_cache_tokens: u32,
     /// Benchmarks to skip: any of `prompt`, `decode`, `ttft`, `prefix`.
     pub skip: Vec<String>,
+    /// How GGUF matrices run on CPU (`HARMONY_CPU_MATMUL`'s values).
+    pub cpu_matmul: adaptive_engine_models::QuantizedMatmul,
 }
 
 impl Default for BenchOptions {
@@ -43,6 +45,7 @@ impl Default for BenchOptions {
             max_batched_tokens: 512,
             kv_cache_tokens: 65536,
             skip: Vec::new(),
+            cpu_matmul: adaptive_engine_models::QuantizedMatmul::Auto,
         }
     }
 }
@@ -140,7 +143,10 @@ fn ttft(timed: &Timed) -> Duration {
 
 /// Runs the benchmarks, printing each result as it comes; returns `(benchmark, result)` rows.
 pub async fn run_bench(args: BenchOptions) -> Result<Vec<(String, String)>, BenchError> {
-    let loader = DefaultModelLoader::default();
+    let loader = DefaultModelLoader {
+        cpu_matmul: args.cpu_matmul,
+        ..DefaultModelLoader::default()
+    };
     let spawn = SpawnModel {
         key: "bench".to_owned(),
         path: args.model.clone(),

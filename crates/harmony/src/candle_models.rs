@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use adaptive_api_types::harmony::SpawnModel;
 use adaptive_api_types::openai::ChatMessage;
-use adaptive_engine_models::{ChatTemplateInput, KvCacheSize, LoadOptions};
+use adaptive_engine_models::{ChatTemplateInput, KvCacheSize, LoadOptions, QuantizedMatmul};
 
 use crate::fake_model::PlainChatTemplate;
 use crate::model::{ChatTemplate, LoadedModel, ModelError, ModelInfo, TextTokenizer};
@@ -14,7 +14,11 @@ use crate::model::{ChatTemplate, LoadedModel, ModelError, ModelInfo, TextTokeniz
 /// Token slots per KV block for candle models.
 const BLOCK_SIZE: usize = 16;
 
-pub fn load(path: &Path, request: &SpawnModel) -> Result<LoadedModel, ModelError> {
+pub fn load(
+    path: &Path,
+    request: &SpawnModel,
+    cpu_matmul: QuantizedMatmul,
+) -> Result<LoadedModel, ModelError> {
     let defaults = LoadOptions::default();
     let options = LoadOptions {
         kv_cache: request.kv_cache_len.map_or(defaults.kv_cache, |tokens| {
@@ -22,6 +26,7 @@ pub fn load(path: &Path, request: &SpawnModel) -> Result<LoadedModel, ModelError
         }),
         block_size: BLOCK_SIZE,
         max_seq_len: request.max_seq_len.map(|len| len as usize),
+        quantized_matmul: cpu_matmul,
         ..defaults
     };
     let loaded =

@@ -19,6 +19,7 @@
 //! | `HARMONY_MAX_BATCHED_TOKENS` | tokens per forward pass | 512 |
 //! | `HARMONY_MAX_QUEUED_SEQUENCES` | waiting requests before `overloaded` | 256 |
 //! | `HARMONY_DRAIN_GRACE_SECONDS` | time to finish in-flight work on shutdown | 30 |
+//! | `HARMONY_CPU_MATMUL` | how GGUF weight matrices run on CPU: `auto` (f32 for models up to ~500M parameters, the integer kernel for larger Q4 models), `int8` (Q4_0/Q4_1 projections in the integer kernel with 8-bit activations, as llama.cpp computes: faster prefill and batched decode, a quarter of the memory), `quantized` (candle's kernels) or `f32` | `auto` |
 //! | `CAPACITY_RESERVATION_END` | end of the EC2 Capacity Block the replica runs on (RFC 3339; the chart sets it for pools with `capacityReservation.endTime`): reported at registration (`capacity_ends_at`), shown in `/health` and `/metrics`, and the replica drains ahead of it | none |
 //! | `HARMONY_SETTING_DRAIN_BEFORE_RESERVATION_END_SECS` | how long before `CAPACITY_RESERVATION_END` the replica drains (no new requests, in-flight ones finish within the drain grace, then it deregisters and stays up, unready, until stopped) | `2700` (45 min: EC2 starts terminating a block's instances 30 min before its end, Karpenter drains the nodes from 40 min) |
 
@@ -28,6 +29,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use adaptive_api_types::harmony::SpawnModel;
+use adaptive_engine_models::QuantizedMatmul;
 use adaptive_registry::StoreEnv;
 
 pub const DEFAULT_PORT: u16 = 50053;
@@ -158,6 +160,8 @@ pub struct HarmonyConfig {
     pub capacity_reservation: Option<CapacityReservation>,
     /// Between registration attempts until the control plane answers with its interval.
     pub registration_retry: Duration,
+    /// How GGUF matrices run on CPU (`HARMONY_CPU_MATMUL`).
+    pub cpu_matmul: QuantizedMatmul,
 }
 
 impl HarmonyConfig {
@@ -181,6 +185,7 @@ impl HarmonyConfig {
             drain_grace: Duration::from_secs(5),
             capacity_reservation: None,
             registration_retry: Duration::from_millis(200),
+            cpu_matmul: QuantizedMatmul::Auto,
         }
     }
 
@@ -254,6 +259,13 @@ impl HarmonyConfig {
             drain_grace: Duration::from_secs(drain_grace_seconds),
             capacity_reservation: capacity_reservation(env)?,
             registration_retry: Duration::from_secs(2),
+            cpu_matmul: match get("HARMONY_CPU_MATMUL") {
+                Some(value) => value.parse().map_err(|reason| ConfigError {
+                    variable: "HARMONY_CPU_MATMUL",
+                    reason,
+                })?,
+                None => QuantizedMatmul::Auto,
+            },
         })
     }
 }
@@ -400,6 +412,32 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn cpu_matmul_is_parsed_and_checked() {
+        let parse = |value: &str| HarmonyConfig::from_env(&env(&[("HARMONY_CPU_MATMUL", value)]));
+        assert_eq!(
+            HarmonyConfig::from_env(&env(&[]))
+                .expect("default")
+                .cpu_matmul,
+            QuantizedMatmul::Auto
+        );
+        assert_eq!(
+            parse("int8").expect("int8").cpu_matmul,
+            QuantizedMatmul::Int8
+        );
+        assert_eq!(
+            parse(" F32 ").expect("f32").cpu_matmul,
+            QuantizedMatmul::DequantizeF32
+        );
+        assert_eq!(
+            parse("quantized").expect("q").cpu_matmul,
+            QuantizedMatmul::Keep
+        );
+        let error = parse("int4").expect_err("unknown value");
+        assert_eq!(error.variable, "HARMONY_CPU_MATMUL");
+        assert!(error.reason.contains("int4"), "{}", error.reason);
     }
 
     #[test]

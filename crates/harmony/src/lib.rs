@@ -80,6 +80,7 @@ use adaptive_engine::SchedulerStats;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use adaptive_engine_models::QuantizedMatmul;
 pub use config::{
     CapacityReservation, ConfigError, EngineSettings, HarmonyConfig, ModelRegistrySettings,
     ReplicaIdentity, Secret,
@@ -125,7 +126,10 @@ impl Harmony {
             }
             None => None,
         };
-        let loader = DefaultModelLoader { model_cache };
+        let loader = DefaultModelLoader {
+            model_cache,
+            cpu_matmul: config.cpu_matmul,
+        };
         Self::bind_with_loader(config, Arc::new(loader)).await
     }
 

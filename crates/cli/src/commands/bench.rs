@@ -33,10 +33,17 @@ pub struct Args {
     /// Benchmarks to skip, comma-separated: prompt, decode, ttft, prefix.
     #[arg(long, value_delimiter = ',')]
     pub skip: Vec<String>,
+    /// How GGUF matrices run on CPU: auto, int8, quantized or f32 (as `HARMONY_CPU_MATMUL`).
+    #[arg(long, default_value = "auto")]
+    pub cpu_matmul: String,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     super::init_tracing();
+    let cpu_matmul = args
+        .cpu_matmul
+        .parse()
+        .map_err(|reason: String| UsageError(format!("--cpu-matmul: {reason}")))?;
     let options = BenchOptions {
         model: args.model,
         concurrency: args.concurrency,
@@ -47,6 +54,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         max_batched_tokens: args.max_batched_tokens,
         kv_cache_tokens: args.kv_cache_tokens,
         skip: args.skip,
+        cpu_matmul,
     };
     let rows = run_bench(options).await.map_err(|error| match error {
         adaptive_harmony::bench::BenchError::Model(error) => {

@@ -66,7 +66,11 @@ fn smollm_gguf_info_is_read_from_metadata() {
 
 #[test]
 fn smollm_greedy_answers_paris_deterministically() {
-    for quantized_matmul in [QuantizedMatmul::Auto, QuantizedMatmul::Keep] {
+    for quantized_matmul in [
+        QuantizedMatmul::Auto,
+        QuantizedMatmul::Int8,
+        QuantizedMatmul::Keep,
+    ] {
         greedy_paris_with(quantized_matmul);
     }
 }
@@ -122,10 +126,28 @@ fn smollm_batched_equals_alone() {
 }
 
 /// Prefill in uneven chunks (as chunked prefill does) gives the logits of a single prefill.
+///
+/// In f32 (`DequantizeF32`) the logits agree within 1e-3. With the integer kernel (`Int8`) the
+/// next token still agrees, but not to 1e-3: chunks of 16+ tokens attend through matmuls and
+/// smaller ones token by token, which sum in another order, and a last-bit difference can flip
+/// the 8-bit rounding of an activation that then grows through the layers (llama.cpp shows the
+/// same with different batch sizes); the bound there is a fraction of the logits' spread.
 #[test]
 fn smollm_chunked_prefill_matches_whole_prefill() {
+    chunked_prefill_matches_whole_prefill(QuantizedMatmul::DequantizeF32, |_| 1e-3);
+    chunked_prefill_matches_whole_prefill(QuantizedMatmul::Int8, |spread| 0.1 * spread);
+}
+
+fn chunked_prefill_matches_whole_prefill(
+    quantized_matmul: QuantizedMatmul,
+    tolerance: impl Fn(f32) -> f32,
+) {
     let Some(path) = smollm_path() else { return };
-    let mut model = load_model(&path, &options()).expect("load");
+    let options = LoadOptions {
+        quantized_matmul,
+        ..options()
+    };
+    let mut model = load_model(&path, &options).expect("load");
     let prompt = chat_prompt(&model, "Tell me about the moon and the tides.");
     let table: Vec<u32> = vec![7, 3, 9, 1, 4, 12];
     let whole = model
@@ -165,7 +187,16 @@ fn smollm_chunked_prefill_matches_whole_prefill() {
         .zip(&chunked[0])
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
-    assert!(max_diff < 1e-3, "max logit difference {max_diff}");
+    let (low, high) = whole[0]
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(low, high), v| {
+            (low.min(*v), high.max(*v))
+        });
+    let tolerance = tolerance(high - low);
+    assert!(
+        max_diff < tolerance,
+        "{quantized_matmul:?}: max logit difference {max_diff} (tolerance {tolerance})"
+    );
 }
 
 /// The converter's HF layout (dequantized, Q/K permutation undone) runs through the
