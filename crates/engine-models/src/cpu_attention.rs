@@ -102,8 +102,12 @@ struct CacheView<'a> {
 
 impl PagedAttention<'_> {
     /// One query token at `position` of `chunk`: all heads, written into `out` (`heads * d`).
+    /// With `simd`, the caller runs this inside that token's `avx2,fma` frame (see
+    /// [`TokenTask`]), where [`dot`] and [`axpy`] are 8-lane FMAs.
+    #[inline(always)]
     fn attend_token(
         &self,
+        simd: Simd,
         chunk: &SequenceChunk,
         position: usize,
         query: &[f32],
@@ -130,7 +134,7 @@ impl PagedAttention<'_> {
                 for g in 0..group {
                     let head = kv_head * group + g;
                     let q = &query[head * d..head * d + d];
-                    scores[g * context + j] = dot(q, key) * self.scale;
+                    scores[g * context + j] = dot(simd, q, key) * self.scale;
                 }
             }
             for g in 0..group {
@@ -147,7 +151,7 @@ impl PagedAttention<'_> {
                 for g in 0..group {
                     let head = kv_head * group + g;
                     let weight = scores[g * context + j];
-                    axpy(weight, value, &mut out[head * d..head * d + d]);
+                    axpy(simd, weight, value, &mut out[head * d..head * d + d]);
                 }
             }
         }
@@ -318,7 +322,31 @@ impl PagedAttention<'_> {
     }
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+/// The vector unit [`dot`] and [`axpy`] may use: AVX2+FMA when the caller runs inside a
+/// `pulp` frame for it, `None` for the portable loops.
+#[cfg(target_arch = "x86_64")]
+type Simd = Option<pulp::x86::V3>;
+#[cfg(not(target_arch = "x86_64"))]
+type Simd = Option<std::convert::Infallible>;
+
+#[inline(always)]
+fn dot(simd: Simd, a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(simd) = simd {
+        use pulp::Simd as _;
+        let (a_vectors, a_tail) = a.as_chunks::<8>();
+        let (b_vectors, b_tail) = b.as_chunks::<8>();
+        let mut acc = [simd.splat_f32x8(0.); 2];
+        for (i, (x, y)) in a_vectors.iter().zip(b_vectors).enumerate() {
+            acc[i % 2] = simd.mul_add_f32x8(pulp::cast(*x), pulp::cast(*y), acc[i % 2]);
+        }
+        let lanes: [f32; 8] = pulp::cast(simd.add_f32s(acc[0], acc[1]));
+        let tail: f32 = a_tail.iter().zip(b_tail).map(|(x, y)| x * y).sum();
+        return ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
+            + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
+            + tail;
+    }
+    let _ = simd;
     // Four accumulators let the compiler vectorize without reassociating a single sum.
     let mut acc = [0f32; 4];
     let chunks = a.len() / 4;
@@ -334,9 +362,53 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     sum
 }
 
-fn axpy(weight: f32, x: &[f32], y: &mut [f32]) {
+#[inline(always)]
+fn axpy(simd: Simd, weight: f32, x: &[f32], y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(simd) = simd {
+        let w = simd.splat_f32x8(weight);
+        let (x_vectors, x_tail) = x.as_chunks::<8>();
+        let (y_vectors, y_tail) = y.as_chunks_mut::<8>();
+        for (xv, yv) in x_vectors.iter().zip(y_vectors) {
+            *yv = pulp::cast(simd.mul_add_f32x8(w, pulp::cast(*xv), pulp::cast(*yv)));
+        }
+        for (yi, xi) in y_tail.iter_mut().zip(x_tail) {
+            *yi += weight * xi;
+        }
+        return;
+    }
+    let _ = simd;
     for (yi, xi) in y.iter_mut().zip(x) {
         *yi += weight * xi;
+    }
+}
+
+/// One decode-style token's attention inside an `avx2,fma` frame.
+#[cfg(target_arch = "x86_64")]
+struct TokenTask<'a> {
+    simd: pulp::x86::V3,
+    attention: &'a PagedAttention<'a>,
+    chunk: &'a SequenceChunk,
+    position: usize,
+    query: &'a [f32],
+    cache: &'a CacheView<'a>,
+    out: &'a mut [f32],
+}
+
+#[cfg(target_arch = "x86_64")]
+impl pulp::NullaryFnOnce for TokenTask<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn call(self) {
+        self.attention.attend_token(
+            Some(self.simd),
+            self.chunk,
+            self.position,
+            self.query,
+            self.cache,
+            self.out,
+        )
     }
 }
 
@@ -361,7 +433,7 @@ fn softmax_in_place(xs: &mut [f32]) {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod simd_softmax {
+pub(crate) mod simd_softmax {
     use pulp::{f32x8, x86::V3, Simd};
 
     pub(super) struct Softmax<'a> {
@@ -411,7 +483,7 @@ mod simd_softmax {
     /// `|r| ≤ ln 2 / 2`, a degree-6 polynomial for `e^r` and `2^n` built in the exponent bits.
     /// Arguments below −87.3 (results under `f32`'s smallest normal) give ~1e-38, not 0.
     #[inline(always)]
-    pub(super) fn exp(simd: V3, x: f32x8) -> f32x8 {
+    pub(crate) fn exp(simd: V3, x: f32x8) -> f32x8 {
         let x = simd.max_f32s(x, simd.splat_f32x8(-87.336_55));
         let n: f32x8 = pulp::cast(simd.avx._mm256_round_ps::<0x08>(pulp::cast(
             simd.mul_f32s(x, simd.splat_f32x8(std::f32::consts::LOG2_E)),
@@ -495,7 +567,20 @@ impl CustomOp3 for PagedAttention<'_> {
             .for_each(|(token, (out, &(c, i)))| {
                 let chunk = &self.chunks[c];
                 let query = &queries[token * row..(token + 1) * row];
-                self.attend_token(chunk, chunk.start_pos + i, query, &cache, out);
+                #[cfg(target_arch = "x86_64")]
+                if let Some(simd) = pulp::x86::V3::try_new() {
+                    simd.vectorize(TokenTask {
+                        simd,
+                        attention: self,
+                        chunk,
+                        position: chunk.start_pos + i,
+                        query,
+                        cache: &cache,
+                        out,
+                    });
+                    return;
+                }
+                self.attend_token(None, chunk, chunk.start_pos + i, query, &cache, out);
             });
         Ok((CpuStorage::F32(output), Shape::from((total_tokens, row))))
     }
@@ -585,7 +670,14 @@ mod tests {
             for i in 0..chunk.tokens.len() {
                 let mut expected = vec![0f32; row];
                 let query = &queries[token * row..(token + 1) * row];
-                attention.attend_token(chunk, chunk.start_pos + i, query, &cache, &mut expected);
+                attention.attend_token(
+                    None,
+                    chunk,
+                    chunk.start_pos + i,
+                    query,
+                    &cache,
+                    &mut expected,
+                );
                 let got = &ours[token * row..(token + 1) * row];
                 for (a, b) in got.iter().zip(&expected) {
                     assert!(

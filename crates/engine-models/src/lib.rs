@@ -36,6 +36,7 @@ pub mod loader;
 pub mod paged;
 mod q4_matmul;
 mod small_batch_matmul;
+mod swiglu;
 pub mod tokenizer;
 pub mod weights;
 

@@ -309,9 +309,17 @@ impl PagedLlama {
             hidden = (hidden + layer.o_proj.forward(&attended)?)?;
 
             let normed = candle_nn::ops::rms_norm(&hidden, &layer.post_attention_norm, eps)?;
-            let gate = candle_nn::ops::silu(&layer.gate_proj.forward(&normed)?)?;
+            let gate = layer.gate_proj.forward(&normed)?;
             let up = layer.up_proj.forward(&normed)?;
-            hidden = (hidden + layer.down_proj.forward(&(gate * up)?)?)?;
+            let gated = match use_cpu_kernels {
+                true => crate::swiglu::swiglu(&gate, &up)?,
+                false => None,
+            };
+            let gated = match gated {
+                Some(gated) => gated,
+                None => (candle_nn::ops::silu(&gate)? * up)?,
+            };
+            hidden = (hidden + layer.down_proj.forward(&gated)?)?;
         }
         if logit_rows.is_empty() {
             return Ok(Vec::new());
