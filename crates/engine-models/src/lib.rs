@@ -20,8 +20,8 @@
 //! format unless the binary is built with `-C target-cpu=native`), one dot product per input row
 //! and weight row, so batching gains nothing with it. [`QuantizedMatmul::Auto`] therefore
 //! dequantizes small models (up to [`AUTO_DEQUANTIZE_MAX_BYTES`] of f32 weights) to f32 at load
-//! time, where gemm picks AVX2/FMA at run time, and runs the Q4_0/Q4_1 projections of larger
-//! ones in our integer kernel (`q4_matmul`: the 4-bit codes as stored × 8-bit activations,
+//! time, where gemm picks AVX2/FMA at run time, and runs the Q4_0/Q4_1/Q8_0 matrices of larger
+//! ones in our integer kernel (`int_matmul`: the 4-bit codes as stored × 8-bit activations,
 //! `vpmaddubsw`), which [`QuantizedMatmul::Int8`] also picks for small models. Decode-sized batches (2 to 64 rows) skip gemm,
 //! which re-packs the weights on every call, for `small_batch_matmul`, which reads each weight
 //! once per step for all rows; attention runs in fused kernels (`cpu_attention`) whose cost does not grow with the number of
@@ -32,9 +32,9 @@ pub mod config;
 pub mod convert;
 mod cpu_attention;
 pub mod error;
+mod int_matmul;
 pub mod loader;
 pub mod paged;
-mod q4_matmul;
 mod small_batch_matmul;
 mod swiglu;
 pub mod tokenizer;

@@ -38,15 +38,16 @@ pub enum KvCacheSize {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum QuantizedMatmul {
     /// On CPU, dequantize to f32 when the model's dense f32 weights fit in
-    /// [`AUTO_DEQUANTIZE_MAX_BYTES`]; larger models run their Q4_0/Q4_1 projections in the
-    /// integer kernel (as [`Self::Int8`]) and keep the other matrices quantized. On GPUs, keep
+    /// [`AUTO_DEQUANTIZE_MAX_BYTES`]; larger models run their Q4_0/Q4_1/Q8_0 matrices in the
+    /// integer kernel (as [`Self::Int8`]) and keep the others quantized. On GPUs, keep
     /// quantized.
     #[default]
     Auto,
-    /// On CPU, Q4_0/Q4_1 projections run in the integer kernel (`q4_matmul`: the 4-bit codes as
-    /// stored × activations rounded to 8 bits per 32-element block, the arithmetic of llama.cpp
-    /// and of candle's quantized matmuls), ~1.3–2× faster prefill and batched decode than f32
-    /// on AVX2, with a quarter of the f32 weights' memory; other matrices as in `Auto`. The
+    /// On CPU, Q4_0/Q4_1/Q8_0 matrices (the projections and the output matrix) run in the
+    /// integer kernel (`int_matmul`: the codes as stored × activations rounded to 8 bits per
+    /// 32-element block, the arithmetic of llama.cpp and of candle's quantized matmuls), ~1.5×
+    /// faster prefill and decode than f32 on AVX2 in a fraction of the memory (~1 % higher
+    /// perplexity on SmolLM2-135M, docs/benchmarks.md); other matrices as in `Auto`. The
     /// activation rounding changes logits by ~1e-3 relative, enough to change some greedy
     /// answers of a tiny model (SmolLM2-135M answers the France question with French phrases
     /// without a system message, as llama.cpp-style inference does on the same file).
@@ -260,7 +261,7 @@ fn load_gguf(path: &Path, options: &LoadOptions) -> Result<LoadedModel, ModelErr
         .sum();
     let (cache, kv_bytes_per_block) = cache_shape(options, &config)?;
     let fits_in_f32 = device.is_cpu() && parameters * 4 <= AUTO_DEQUANTIZE_MAX_BYTES;
-    (gguf.dequantize_matrices, gguf.pack_q4) = match options.quantized_matmul {
+    (gguf.dequantize_matrices, gguf.pack_int) = match options.quantized_matmul {
         QuantizedMatmul::Keep => (false, false),
         QuantizedMatmul::DequantizeF32 => (true, false),
         QuantizedMatmul::Auto => (fits_in_f32, device.is_cpu() && !fits_in_f32),

@@ -76,7 +76,16 @@ impl PagedLlama {
         device: &Device,
     ) -> Result<Self, ModelError> {
         let embed_tokens = source.dense("model.embed_tokens.weight", device)?;
-        let lm_head = if source.contains("lm_head.weight") {
+        let lm_head_name = if source.contains("lm_head.weight") {
+            "lm_head.weight"
+        } else {
+            "model.embed_tokens.weight"
+        };
+        let lm_head = if let Some(packed) = source.packed(lm_head_name, device)? {
+            // The integer kernel reads Q8_0 (a common format for this matrix) at a quarter of
+            // the f32 table's bytes: every decode step reads all of it.
+            Linear::packed(packed, None)
+        } else if source.contains("lm_head.weight") {
             Linear::new(source.matrix("lm_head.weight", device)?, None)?
         } else if source.matrices_are_dense() {
             // Tied and dense: built from the embedding table already in memory (Linear keeps

@@ -15,7 +15,7 @@ use candle_core::quantized::{gguf_file, QMatMul, QTensor};
 use candle_core::{CpuStorage, DType, Device, Module, Storage, Tensor};
 
 use crate::error::ModelError;
-use crate::q4_matmul::PackedQ4;
+use crate::int_matmul::PackedWeights;
 use crate::small_batch_matmul;
 
 /// A weight matrix `[out, in]` with an optional bias, applied as `x @ W^T + b`.
@@ -34,8 +34,8 @@ enum LinearWeight {
     Quantized(QMatMul),
     /// `[in, out]`.
     DenseTransposed(Tensor),
-    /// Q4_0/Q4_1 codes for the integer kernel of [`crate::q4_matmul`] (CPU with AVX2).
-    PackedQ4(Arc<PackedQ4>),
+    /// Q4_0/Q4_1/Q8_0 codes for the integer kernel of [`crate::int_matmul`] (CPU with AVX2).
+    PackedWeights(Arc<PackedWeights>),
 }
 
 impl Linear {
@@ -47,9 +47,9 @@ impl Linear {
         Ok(Self { weight, bias })
     }
 
-    pub fn packed(weight: PackedQ4, bias: Option<Tensor>) -> Self {
+    pub fn packed(weight: PackedWeights, bias: Option<Tensor>) -> Self {
         Self {
-            weight: LinearWeight::PackedQ4(Arc::new(weight)),
+            weight: LinearWeight::PackedWeights(Arc::new(weight)),
             bias,
         }
     }
@@ -58,7 +58,7 @@ impl Linear {
     pub fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         let ys = match &self.weight {
             LinearWeight::Quantized(weight) => weight.forward(xs)?,
-            LinearWeight::PackedQ4(weight) => packed_forward(xs, weight)?,
+            LinearWeight::PackedWeights(weight) => packed_forward(xs, weight)?,
             LinearWeight::DenseTransposed(weight_t) => match small_batch_forward(xs, weight_t)? {
                 Some(ys) => ys,
                 None => xs.matmul(weight_t)?,
@@ -123,7 +123,7 @@ fn small_batch_forward(xs: &Tensor, weight_t: &Tensor) -> candle_core::Result<Op
 }
 
 /// `xs @ Wᵀ` through the integer kernel; `xs` must be f32 on the CPU (where packed weights live).
-fn packed_forward(xs: &Tensor, weight: &PackedQ4) -> candle_core::Result<Tensor> {
+fn packed_forward(xs: &Tensor, weight: &PackedWeights) -> candle_core::Result<Tensor> {
     let (rows, _) = xs.dims2()?;
     let xs = xs.to_dtype(DType::F32)?.contiguous()?;
     let product = {
@@ -239,8 +239,8 @@ impl WeightSource {
         }
     }
 
-    /// A projection (weight and optional bias) as a [`Linear`]: Q4_0/Q4_1 GGUF matrices go to
-    /// the integer kernel when the source was opened with `pack_q4` (and the CPU has AVX2);
+    /// A projection (weight and optional bias) as a [`Linear`]: Q4_0/Q4_1/Q8_0 GGUF matrices go
+    /// to the integer kernel when the source was opened with `pack_int` (and the CPU has AVX2);
     /// everything else as [`Self::matrix`] gives it.
     pub fn projection(
         &mut self,
@@ -249,15 +249,25 @@ impl WeightSource {
         device: &Device,
     ) -> Result<Linear, ModelError> {
         let bias = self.optional_dense(bias_name, device)?;
-        if let Self::Gguf(gguf) = self {
-            if gguf.pack_q4 && device.is_cpu() && PackedQ4::supported() {
-                let qtensor = gguf.qtensor(weight_name, device)?;
-                if let Some(packed) = PackedQ4::from_qtensor(&qtensor) {
-                    return Ok(Linear::packed(packed, bias));
-                }
-            }
+        if let Some(packed) = self.packed(weight_name, device)? {
+            return Ok(Linear::packed(packed, bias));
         }
         Ok(Linear::new(self.matrix(weight_name, device)?, bias)?)
+    }
+
+    /// The matrix packed for the integer kernel, when the source packs and its format allows.
+    pub fn packed(
+        &mut self,
+        hf_name: &str,
+        device: &Device,
+    ) -> Result<Option<PackedWeights>, ModelError> {
+        match self {
+            Self::Gguf(gguf) if gguf.pack_int && device.is_cpu() && PackedWeights::supported() => {
+                let qtensor = gguf.qtensor(hf_name, device)?;
+                Ok(PackedWeights::from_qtensor(&qtensor))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Whether [`Self::matrix`] returns dense f32 matrices (always for safetensors).
@@ -303,8 +313,8 @@ pub(crate) struct GgufWeights {
     cache: HashMap<String, Arc<QTensor>>,
     /// Dequantize weight matrices to f32 at load time (see `QuantizedMatmul`).
     pub dequantize_matrices: bool,
-    /// Run Q4_0/Q4_1 projections through the integer kernel (`q4_matmul`) instead.
-    pub pack_q4: bool,
+    /// Run Q4_0/Q4_1/Q8_0 matrices through the integer kernel (`int_matmul`) instead.
+    pub pack_int: bool,
 }
 
 impl GgufWeights {
@@ -350,7 +360,7 @@ impl GgufWeights {
             reader,
             cache: HashMap::new(),
             dequantize_matrices: false,
-            pack_q4: false,
+            pack_int: false,
         })
     }
 

@@ -19,7 +19,7 @@
 //! | `HARMONY_MAX_BATCHED_TOKENS` | tokens per forward pass | 512 |
 //! | `HARMONY_MAX_QUEUED_SEQUENCES` | waiting requests before `overloaded` | 256 |
 //! | `HARMONY_DRAIN_GRACE_SECONDS` | time to finish in-flight work on shutdown | 30 |
-//! | `HARMONY_CPU_MATMUL` | how GGUF weight matrices run on CPU: `auto` (f32 for models up to ~500M parameters, the integer kernel for larger Q4 models), `int8` (Q4_0/Q4_1 projections in the integer kernel with 8-bit activations, as llama.cpp computes: faster prefill and batched decode, a quarter of the memory), `quantized` (candle's kernels) or `f32` | `auto` |
+//! | `HARMONY_CPU_MATMUL` | how GGUF weight matrices run on CPU: `auto` (f32 for models up to ~500M parameters, the integer kernel for larger Q4 models), `int8` (Q4_0/Q4_1/Q8_0 matrices in the integer kernel with 8-bit activations, as llama.cpp computes: faster prefill and batched decode, a quarter of the memory), `quantized` (candle's kernels) or `f32` | `auto` |
 //! | `CAPACITY_RESERVATION_END` | end of the EC2 Capacity Block the replica runs on (RFC 3339; the chart sets it for pools with `capacityReservation.endTime`): reported at registration (`capacity_ends_at`), shown in `/health` and `/metrics`, and the replica drains ahead of it | none |
 //! | `HARMONY_SETTING_DRAIN_BEFORE_RESERVATION_END_SECS` | how long before `CAPACITY_RESERVATION_END` the replica drains (no new requests, in-flight ones finish within the drain grace, then it deregisters and stays up, unready, until stopped) | `2700` (45 min: EC2 starts terminating a block's instances 30 min before its end, Karpenter drains the nodes from 40 min) |
 

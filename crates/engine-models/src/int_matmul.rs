@@ -1,6 +1,8 @@
-//! `y = x · Wᵀ` for prefill-sized batches on CPU with 4-bit weights and 8-bit activations, in
-//! integer arithmetic: the kernel that makes prompt processing of Q4_0/Q4_1 GGUF models faster
+//! `y = x · Wᵀ` on CPU with Q4_0/Q4_1 (4-bit) or Q8_0 weights and 8-bit activations, in integer
+//! arithmetic: the kernel that makes prompt processing and decode of such GGUF models faster
 //! than the f32 path ([`crate::small_batch_matmul`]) the weights are otherwise dequantized for.
+//! The module docs describe the 4-bit path; Q8_0 (signed codes, one per byte, often the output
+//! matrix) is the variant of `Tile::run_q8`.
 //!
 //! Why: in f32 an AVX2 FMA does 8 multiply-adds, so a core peaks at 16 per cycle (two FMA
 //! pipes), and the f32 kernel reached ~60 % of that on a 512-token prefill. `vpmaddubsw`
@@ -38,7 +40,7 @@
 //!
 //! No `unsafe`: as in `small_batch_matmul`, [`pulp`] checks the CPU once and runs each task in a
 //! `#[target_feature(enable = "avx2,fma", ..)]` frame; without AVX2 (or off x86-64)
-//! [`PackedQ4::matmul`] returns `None` and the caller uses the f32 path.
+//! [`PackedWeights::matmul`] returns `None` and the caller uses the f32 path.
 //!
 //! Prior art: llama.cpp's `ggml_vec_dot_q4_1_q8_1` (same block arithmetic, one dot product per
 //! row pair); the outer-product register tile with broadcast quads is the layout of oneDNN's and
@@ -66,38 +68,52 @@ const PAIRS_PER_BLOCK: usize = QUADS_PER_BLOCK / 2;
 /// through them, so more rows amortize loading them (6 and 8 measured the same).
 const TILE_ROWS: usize = 8;
 
-/// A linear layer's 4-bit weights, packed for [`PackedQ4::matmul`] (see the module docs).
+/// What the packed codes are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    /// Q4_0/Q4_1: unsigned 4-bit codes, two per byte, `w = d·q + m`.
+    Q4,
+    /// Q8_0: signed 8-bit codes, one per byte, `w = d·q`.
+    Q8,
+}
+
+/// A linear layer's quantized weights, packed for [`PackedWeights::matmul`] (see the module
+/// docs).
 #[derive(Clone)]
-pub(crate) struct PackedQ4 {
+pub(crate) struct PackedWeights {
+    format: Format,
     /// Inputs (`in_features`), a multiple of [`BLOCK`].
     k: usize,
     /// Outputs (`out_features`), a multiple of [`GROUP`].
     n: usize,
-    /// `[group][block][pair]`: two quads of 32 codes, one per nibble (see the module docs).
+    /// Q4: `[group][block][pair]`, two quads of 32 codes, one per nibble; Q8:
+    /// `[group][block][quad]`, the `i8` codes' bits (see the module docs).
     codes: Vec<[u8; 32]>,
     /// `[group][block]`: `d` of the block of each of the group's 8 columns.
     scales: Vec<[f32; GROUP]>,
-    /// `[group][block]`: `m` of the block of each of the group's 8 columns.
+    /// `[group][block]`: `m` of the block of each of the group's 8 columns (Q4 only).
     mins: Vec<[f32; GROUP]>,
 }
 
-impl std::fmt::Debug for PackedQ4 {
+impl std::fmt::Debug for PackedWeights {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PackedQ4")
+        f.debug_struct("PackedWeights")
+            .field("format", &self.format)
             .field("k", &self.k)
             .field("n", &self.n)
             .finish_non_exhaustive()
     }
 }
 
-impl PackedQ4 {
-    /// Packs a `[out, in]` GGUF matrix in Q4_0 or Q4_1 (read from its raw blocks, bit for bit);
-    /// `None` for any other format or shape (the caller keeps the f32 path for it).
+impl PackedWeights {
+    /// Packs a `[out, in]` GGUF matrix in Q4_0, Q4_1 or Q8_0 (read from its raw blocks, bit for
+    /// bit); `None` for any other format or shape (the caller keeps the f32 path for it).
     pub fn from_qtensor(tensor: &QTensor) -> Option<Self> {
         let dtype = tensor.dtype();
-        let block_bytes = match dtype {
-            GgmlDType::Q4_0 => 18,
-            GgmlDType::Q4_1 => 20,
+        let (format, block_bytes) = match dtype {
+            GgmlDType::Q4_0 => (Format::Q4, 18),
+            GgmlDType::Q4_1 => (Format::Q4, 20),
+            GgmlDType::Q8_0 => (Format::Q8, 34),
             _ => return None,
         };
         let (n, k) = tensor.shape().dims2().ok()?;
@@ -110,23 +126,38 @@ impl PackedQ4 {
             return None;
         }
         let groups = n / GROUP;
+        let vectors_per_block = match format {
+            Format::Q4 => PAIRS_PER_BLOCK,
+            Format::Q8 => QUADS_PER_BLOCK,
+        };
         let mut packed = Self {
+            format,
             k,
             n,
-            codes: vec![[0u8; 32]; groups * blocks * PAIRS_PER_BLOCK],
+            codes: vec![[0u8; 32]; groups * blocks * vectors_per_block],
             scales: vec![[0f32; GROUP]; groups * blocks],
-            mins: vec![[0f32; GROUP]; groups * blocks],
+            mins: match format {
+                Format::Q4 => vec![[0f32; GROUP]; groups * blocks],
+                Format::Q8 => Vec::new(),
+            },
         };
         for (row, row_bytes) in data.chunks_exact(blocks * block_bytes).enumerate() {
             let (group, lane) = (row / GROUP, row % GROUP);
             for (block, bytes) in row_bytes.chunks_exact(block_bytes).enumerate() {
+                let slot = group * blocks + block;
                 let d = f16_at(bytes, 0);
+                packed.scales[slot][lane] = d;
+                if format == Format::Q8 {
+                    for (i, &code) in bytes[2..34].iter().enumerate() {
+                        let quad = &mut packed.codes[slot * QUADS_PER_BLOCK + i / QUAD];
+                        quad[lane * QUAD + i % QUAD] = code;
+                    }
+                    continue;
+                }
                 let (m, nibbles) = match dtype {
                     GgmlDType::Q4_0 => (-8. * d, &bytes[2..18]),
                     _ => (f16_at(bytes, 2), &bytes[4..20]),
                 };
-                let slot = group * blocks + block;
-                packed.scales[slot][lane] = d;
                 packed.mins[slot][lane] = m;
                 // GGUF order: element i < 16 is the low nibble of byte i, element 16 + i the
                 // high nibble.
@@ -334,7 +365,7 @@ impl pulp::NullaryFnOnce for QuantizeTask<'_> {
 #[cfg(target_arch = "x86_64")]
 struct Task<'a> {
     simd: V3,
-    weights: &'a PackedQ4,
+    weights: &'a PackedWeights,
     activations: &'a QuantizedRows,
     rows: std::ops::Range<usize>,
     groups: std::ops::Range<usize>,
@@ -381,7 +412,7 @@ impl pulp::NullaryFnOnce for Task<'_> {
 #[cfg(target_arch = "x86_64")]
 struct Tile<'a> {
     simd: V3,
-    weights: &'a PackedQ4,
+    weights: &'a PackedWeights,
     activations: &'a QuantizedRows,
     group: usize,
     first_row: usize,
@@ -392,6 +423,82 @@ impl Tile<'_> {
     /// `out[r · stride..][..8] = Σ_blocks d·s·Σ q·a + m·s·Σ a` for the tile's `ROWS` rows.
     #[inline(always)]
     fn run<const ROWS: usize>(&self, out: &mut [f32], stride: usize) {
+        match self.weights.format {
+            Format::Q4 => self.run_q4::<ROWS>(out, stride),
+            Format::Q8 => self.run_q8::<ROWS>(out, stride),
+        }
+    }
+
+    /// Q8_0 codes are signed, and `vpmaddubsw` wants its first operand unsigned: it multiplies
+    /// `|q|` by the activations with `q`'s sign applied (`vpsignb`), llama.cpp's Q8_0 trick. A
+    /// pair sum can reach 2 · 128 · 127, so every quad widens to `i32` at once (`vpmaddwd`).
+    #[inline(always)]
+    fn run_q8<const ROWS: usize>(&self, out: &mut [f32], stride: usize) {
+        let simd = self.simd;
+        let avx2 = simd.avx2;
+        let blocks = self.activations.blocks_per_row;
+        let group_start = self.group * blocks;
+        let codes = &self.weights.codes
+            [group_start * QUADS_PER_BLOCK..(group_start + blocks) * QUADS_PER_BLOCK];
+        let weight_scales = &self.weights.scales[group_start..group_start + blocks];
+        let first = self.first_row * blocks;
+        let Some(rows) = self.activations.blocks.get(first..first + ROWS * blocks) else {
+            return;
+        };
+        let ones = simd.avx._mm256_set1_epi16(1);
+        let mut totals: [f32x8; ROWS] = [simd.splat_f32x8(0.); ROWS];
+        for (block, block_codes) in codes.chunks_exact(QUADS_PER_BLOCK).enumerate() {
+            let Ok(block_codes) = <&[[u8; 32]; QUADS_PER_BLOCK]>::try_from(block_codes) else {
+                return;
+            };
+            let signed: [__m256i; QUADS_PER_BLOCK] = pulp::cast(*block_codes);
+            let abs = |quad: __m256i| avx2._mm256_abs_epi8(quad);
+            let magnitudes: [__m256i; QUADS_PER_BLOCK] = [
+                abs(signed[0]),
+                abs(signed[1]),
+                abs(signed[2]),
+                abs(signed[3]),
+                abs(signed[4]),
+                abs(signed[5]),
+                abs(signed[6]),
+                abs(signed[7]),
+            ];
+            let d: f32x8 = pulp::cast(weight_scales[block]);
+            for (row, total) in rows.chunks_exact(blocks).zip(totals.iter_mut()) {
+                let Some(&QuantizedBlock { words, scale, .. }) = row.get(block) else {
+                    return;
+                };
+                let product = |quad: usize| {
+                    let inputs = simd.avx._mm256_set1_epi32(words[quad]);
+                    let signed_inputs = avx2._mm256_sign_epi8(inputs, signed[quad]);
+                    avx2._mm256_madd_epi16(
+                        avx2._mm256_maddubs_epi16(magnitudes[quad], signed_inputs),
+                        ones,
+                    )
+                };
+                let sums32 = avx2._mm256_add_epi32(
+                    avx2._mm256_add_epi32(
+                        avx2._mm256_add_epi32(product(0), product(1)),
+                        avx2._mm256_add_epi32(product(2), product(3)),
+                    ),
+                    avx2._mm256_add_epi32(
+                        avx2._mm256_add_epi32(product(4), product(5)),
+                        avx2._mm256_add_epi32(product(6), product(7)),
+                    ),
+                );
+                let dot = simd.convert_i32x8_to_f32x8(pulp::cast(sums32));
+                let ds = simd.mul_f32s(d, simd.splat_f32x8(scale));
+                *total = simd.mul_add_f32x8(dot, ds, *total);
+            }
+        }
+        for (r, total) in totals.iter().enumerate() {
+            let values: [f32; GROUP] = pulp::cast(*total);
+            out[r * stride..r * stride + GROUP].copy_from_slice(&values);
+        }
+    }
+
+    #[inline(always)]
+    fn run_q4<const ROWS: usize>(&self, out: &mut [f32], stride: usize) {
         let simd = self.simd;
         let avx2 = simd.avx2;
         let blocks = self.activations.blocks_per_row;
@@ -516,7 +623,7 @@ mod tests {
             .dequantize(&Device::Cpu)
             .and_then(|t| t.flatten_all()?.to_vec1())
             .expect("dequantize");
-        let packed = PackedQ4::from_qtensor(&quantized).expect("Q4 packs");
+        let packed = PackedWeights::from_qtensor(&quantized).expect("packs");
         let mut x = values(m * k, 11);
         // A block of zeros and a block with one large outlier: the scale's edge cases.
         x[..BLOCK].fill(0.);
@@ -536,8 +643,8 @@ mod tests {
     }
 
     #[test]
-    fn matches_the_reference_for_q4_0_and_q4_1_at_every_tile_remainder() {
-        for dtype in [GgmlDType::Q4_0, GgmlDType::Q4_1] {
+    fn matches_the_reference_for_q4_0_q4_1_and_q8_0_at_every_tile_remainder() {
+        for dtype in [GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q8_0] {
             // 1..=7 rows cover every tile size and a two-tile split; 45 spans several tasks.
             for m in [1, 2, 5, 6, 7, 13, 45] {
                 check(dtype, m, 96, 24);
@@ -559,7 +666,7 @@ mod tests {
             .dequantize(&Device::Cpu)
             .and_then(|t| t.flatten_all()?.to_vec1())
             .expect("dequantize");
-        let packed = PackedQ4::from_qtensor(&quantized).expect("Q4_1 packs");
+        let packed = PackedWeights::from_qtensor(&quantized).expect("Q4_1 packs");
         let x = values(m * k, 5);
         let Some(y) = packed.matmul(&x, m) else {
             return;
@@ -587,11 +694,11 @@ mod tests {
     #[test]
     fn refuses_other_formats_and_shapes() {
         let weights = Tensor::from_vec(values(16 * 64, 1), (16, 64), &Device::Cpu).expect("t");
-        let q8 = QTensor::quantize(&weights, GgmlDType::Q8_0).expect("quantize");
-        assert!(PackedQ4::from_qtensor(&q8).is_none());
+        let q5 = QTensor::quantize(&weights, GgmlDType::Q5_0).expect("quantize");
+        assert!(PackedWeights::from_qtensor(&q5).is_none());
         // 12 outputs: not a whole number of 8-column groups.
         let weights = Tensor::from_vec(values(12 * 64, 1), (12, 64), &Device::Cpu).expect("t");
         let q4 = QTensor::quantize(&weights, GgmlDType::Q4_1).expect("quantize");
-        assert!(PackedQ4::from_qtensor(&q4).is_none());
+        assert!(PackedWeights::from_qtensor(&q4).is_none());
     }
 }
