@@ -589,21 +589,7 @@ impl CustomOp3 for PagedAttention<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Deterministic values in [-1, 1).
-    fn values(seed: u64, len: usize) -> Vec<f32> {
-        let mut state = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..len)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2. - 1.
-            })
-            .collect()
-    }
+    use crate::test_data::values;
 
     /// Long chunks (one tile and several, from position 0 and continuing a cached prefix, over
     /// scattered blocks) attend through matmuls exactly as token by token.

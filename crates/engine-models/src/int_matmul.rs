@@ -429,6 +429,14 @@ impl Tile<'_> {
         }
     }
 
+    /// The tile's rows of quantized activations, `[ROWS][blocks]`.
+    #[inline(always)]
+    fn rows<const ROWS: usize>(&self) -> Option<&[QuantizedBlock]> {
+        let blocks = self.activations.blocks_per_row;
+        let first = self.first_row * blocks;
+        self.activations.blocks.get(first..first + ROWS * blocks)
+    }
+
     /// Q8_0 codes are signed, and `vpmaddubsw` wants its first operand unsigned: it multiplies
     /// `|q|` by the activations with `q`'s sign applied (`vpsignb`), llama.cpp's Q8_0 trick. A
     /// pair sum can reach 2 · 128 · 127, so every quad widens to `i32` at once (`vpmaddwd`).
@@ -441,8 +449,7 @@ impl Tile<'_> {
         let codes = &self.weights.codes
             [group_start * QUADS_PER_BLOCK..(group_start + blocks) * QUADS_PER_BLOCK];
         let weight_scales = &self.weights.scales[group_start..group_start + blocks];
-        let first = self.first_row * blocks;
-        let Some(rows) = self.activations.blocks.get(first..first + ROWS * blocks) else {
+        let Some(rows) = self.rows::<ROWS>() else {
             return;
         };
         let ones = simd.avx._mm256_set1_epi16(1);
@@ -491,10 +498,7 @@ impl Tile<'_> {
                 *total = simd.mul_add_f32x8(dot, ds, *total);
             }
         }
-        for (r, total) in totals.iter().enumerate() {
-            let values: [f32; GROUP] = pulp::cast(*total);
-            out[r * stride..r * stride + GROUP].copy_from_slice(&values);
-        }
+        store(&totals, out, stride);
     }
 
     #[inline(always)]
@@ -507,8 +511,7 @@ impl Tile<'_> {
             [group_start * PAIRS_PER_BLOCK..(group_start + blocks) * PAIRS_PER_BLOCK];
         let weight_scales = &self.weights.scales[group_start..group_start + blocks];
         let weight_mins = &self.weights.mins[group_start..group_start + blocks];
-        let first = self.first_row * blocks;
-        let Some(rows) = self.activations.blocks.get(first..first + ROWS * blocks) else {
+        let Some(rows) = self.rows::<ROWS>() else {
             return;
         };
         let ones = simd.avx._mm256_set1_epi16(1);
@@ -564,32 +567,25 @@ impl Tile<'_> {
                 *total = simd.mul_add_f32x8(m, simd.splat_f32x8(sum), *total);
             }
         }
-        for (r, total) in totals.iter().enumerate() {
-            let values: [f32; GROUP] = pulp::cast(*total);
-            out[r * stride..r * stride + GROUP].copy_from_slice(&values);
-        }
+        store(&totals, out, stride);
+    }
+}
+
+/// Writes a tile's row totals into `out` (rows `stride` apart).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn store<const ROWS: usize>(totals: &[f32x8; ROWS], out: &mut [f32], stride: usize) {
+    for (r, total) in totals.iter().enumerate() {
+        let values: [f32; GROUP] = pulp::cast(*total);
+        out[r * stride..r * stride + GROUP].copy_from_slice(&values);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_data::values;
     use candle_core::{Device, Tensor};
-
-    /// Deterministic pseudo-random values in [-1, 1) (no rand dependency in this crate).
-    fn values(count: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..count)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2. - 1.
-            })
-            .collect()
-    }
 
     /// `x · Wᵀ` in f64 from the dequantized weights, with `x` rounded the way the kernel rounds
     /// it: what the integer kernel must reproduce up to float summation order.
@@ -617,14 +613,14 @@ mod tests {
     }
 
     fn check(dtype: GgmlDType, m: usize, k: usize, n: usize) {
-        let weights = Tensor::from_vec(values(n * k, 7), (n, k), &Device::Cpu).expect("tensor");
+        let weights = Tensor::from_vec(values(7, n * k), (n, k), &Device::Cpu).expect("tensor");
         let quantized = QTensor::quantize(&weights, dtype).expect("quantize");
         let dequantized: Vec<f32> = quantized
             .dequantize(&Device::Cpu)
             .and_then(|t| t.flatten_all()?.to_vec1())
             .expect("dequantize");
         let packed = PackedWeights::from_qtensor(&quantized).expect("packs");
-        let mut x = values(m * k, 11);
+        let mut x = values(11, m * k);
         // A block of zeros and a block with one large outlier: the scale's edge cases.
         x[..BLOCK].fill(0.);
         x[BLOCK] = 40.;
@@ -660,14 +656,14 @@ mod tests {
         // The activation rounding is the kernel's only approximation: on realistic shapes the
         // outputs stay within 1 % (relative to the output scale) of the exact f32 product.
         let (m, k, n) = (20, 576, 40);
-        let weights = Tensor::from_vec(values(n * k, 3), (n, k), &Device::Cpu).expect("tensor");
+        let weights = Tensor::from_vec(values(3, n * k), (n, k), &Device::Cpu).expect("tensor");
         let quantized = QTensor::quantize(&weights, GgmlDType::Q4_1).expect("quantize");
         let dequantized: Vec<f32> = quantized
             .dequantize(&Device::Cpu)
             .and_then(|t| t.flatten_all()?.to_vec1())
             .expect("dequantize");
         let packed = PackedWeights::from_qtensor(&quantized).expect("Q4_1 packs");
-        let x = values(m * k, 5);
+        let x = values(5, m * k);
         let Some(y) = packed.matmul(&x, m) else {
             return;
         };
@@ -693,11 +689,11 @@ mod tests {
 
     #[test]
     fn refuses_other_formats_and_shapes() {
-        let weights = Tensor::from_vec(values(16 * 64, 1), (16, 64), &Device::Cpu).expect("t");
+        let weights = Tensor::from_vec(values(1, 16 * 64), (16, 64), &Device::Cpu).expect("t");
         let q5 = QTensor::quantize(&weights, GgmlDType::Q5_0).expect("quantize");
         assert!(PackedWeights::from_qtensor(&q5).is_none());
         // 12 outputs: not a whole number of 8-column groups.
-        let weights = Tensor::from_vec(values(12 * 64, 1), (12, 64), &Device::Cpu).expect("t");
+        let weights = Tensor::from_vec(values(1, 12 * 64), (12, 64), &Device::Cpu).expect("t");
         let q4 = QTensor::quantize(&weights, GgmlDType::Q4_1).expect("quantize");
         assert!(PackedWeights::from_qtensor(&q4).is_none());
     }

@@ -50,3 +50,22 @@ pub use loader::{
 };
 pub use paged::PagedLlama;
 pub use tokenizer::{gguf_tokenizer, IncrementalDetokenizer, SpecialTokens};
+
+/// Deterministic pseudo-random test inputs (no rand dependency in this crate).
+#[cfg(test)]
+pub(crate) mod test_data {
+    /// `len` values in [-1, 1) from a 64-bit LCG seeded with `seed`.
+    pub(crate) fn values(seed: u64, len: usize) -> Vec<f32> {
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..len)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2. - 1.
+            })
+            .collect()
+    }
+}
