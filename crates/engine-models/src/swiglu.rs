@@ -5,7 +5,10 @@
 //! in a 512-token SmolLM2 prefill. Here one pass reads both inputs once and uses the same
 //! polynomial `exp` as the attention softmax.
 
-use candle_core::{CpuStorage, Storage, Tensor};
+use candle_core::Tensor;
+
+#[cfg(target_arch = "x86_64")]
+use crate::weights::with_cpu_f32;
 
 /// `silu(gate) · up` for two f32 CPU tensors of the same shape; `None` when this CPU lacks AVX2
 /// or the inputs are not that (the caller then uses candle's ops).
@@ -19,31 +22,20 @@ pub(crate) fn swiglu(gate: &Tensor, up: &Tensor) -> candle_core::Result<Option<T
             return Ok(None);
         }
         let (gate, up) = (gate.contiguous()?, up.contiguous()?);
-        let values = {
-            let (gate_storage, gate_layout) = gate.storage_and_layout();
-            let (up_storage, up_layout) = up.storage_and_layout();
-            let (
-                Storage::Cpu(CpuStorage::F32(gate_values)),
-                Some((gate_start, gate_end)),
-                Storage::Cpu(CpuStorage::F32(up_values)),
-                Some((up_start, up_end)),
-            ) = (
-                &*gate_storage,
-                gate_layout.contiguous_offsets(),
-                &*up_storage,
-                up_layout.contiguous_offsets(),
-            )
-            else {
-                return Ok(None);
-            };
-            let mut out = vec![0f32; gate_end - gate_start];
-            simd.vectorize(Swiglu {
-                simd,
-                gate: &gate_values[gate_start..gate_end],
-                up: &up_values[up_start..up_end],
-                out: &mut out,
-            });
-            out
+        let values = with_cpu_f32(&gate, |gate| {
+            with_cpu_f32(&up, |up| {
+                let mut out = vec![0f32; gate.len()];
+                simd.vectorize(Swiglu {
+                    simd,
+                    gate,
+                    up,
+                    out: &mut out,
+                });
+                out
+            })
+        });
+        let Some(values) = values.flatten() else {
+            return Ok(None);
         };
         Ok(Some(Tensor::from_vec(values, gate.shape(), gate.device())?))
     }

@@ -91,34 +91,24 @@ fn small_batch_forward(xs: &Tensor, weight_t: &Tensor) -> candle_core::Result<Op
     // Both operands are read in place: a prefill chunk's activations are megabytes, and a copy
     // per projection showed up in profiles.
     let xs = xs.contiguous()?;
-    let (x_storage, x_layout) = xs.storage_and_layout();
-    let (storage, layout) = weight_t.storage_and_layout();
-    let (
-        Storage::Cpu(CpuStorage::F32(x_values)),
-        Some((x_start, x_end)),
-        Storage::Cpu(CpuStorage::F32(weight_values)),
-        Some((start, end)),
-    ) = (
-        &*x_storage,
-        x_layout.contiguous_offsets(),
-        &*storage,
-        layout.contiguous_offsets(),
-    )
-    else {
-        return Ok(None);
-    };
-    let product = small_batch_matmul::matmul(
-        &x_values[x_start..x_end],
-        rows,
-        &weight_values[start..end],
-        inner,
-        outer,
-    );
-    drop(storage);
-    drop(x_storage);
-    match product {
+    let product = with_cpu_f32(&xs, |x_values| {
+        with_cpu_f32(weight_t, |weight_values| {
+            small_batch_matmul::matmul(x_values, rows, weight_values, inner, outer)
+        })
+    });
+    match product.flatten().flatten() {
         Some(values) => Ok(Some(Tensor::from_vec(values, (rows, outer), xs.device())?)),
         None => Ok(None),
+    }
+}
+
+/// Runs `f` on a contiguous f32 CPU tensor's values, read in place; `None` for any other
+/// tensor.
+pub(crate) fn with_cpu_f32<R>(tensor: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+    let (storage, layout) = tensor.storage_and_layout();
+    match (&*storage, layout.contiguous_offsets()) {
+        (Storage::Cpu(CpuStorage::F32(values)), Some((start, end))) => Some(f(&values[start..end])),
+        _ => None,
     }
 }
 
@@ -126,17 +116,9 @@ fn small_batch_forward(xs: &Tensor, weight_t: &Tensor) -> candle_core::Result<Op
 fn packed_forward(xs: &Tensor, weight: &PackedWeights) -> candle_core::Result<Tensor> {
     let (rows, _) = xs.dims2()?;
     let xs = xs.to_dtype(DType::F32)?.contiguous()?;
-    let product = {
-        let (storage, layout) = xs.storage_and_layout();
-        match (&*storage, layout.contiguous_offsets()) {
-            (Storage::Cpu(CpuStorage::F32(values)), Some((start, end))) => {
-                weight.matmul(&values[start..end], rows)
-            }
-            _ => None,
-        }
-    };
+    let product = with_cpu_f32(&xs, |values| weight.matmul(values, rows)).flatten();
     let values = product.ok_or_else(|| {
-        candle_core::Error::Msg("packed 4-bit weights need f32 activations on an AVX2 CPU".into())
+        candle_core::Error::Msg("packed integer weights need f32 activations on an AVX2 CPU".into())
     })?;
     Tensor::from_vec(values, (rows, weight.out_features()), xs.device())
 }
