@@ -5,6 +5,7 @@
 //! For each concurrency N: prefill N different prompts (each `--prompt-tokens`, default 64, tokens) in one
 //! batch, then run `decode_steps` steps that each decode one token for all N sequences in one
 //! forward. Reports prompt tokens/s and aggregate decode tokens/s (N tokens per step).
+//! `--tensor-ops` runs the device-generic path (what CUDA runs) instead of our CPU kernels.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -71,7 +72,7 @@ fn main() -> anyhow::Result<()> {
         block_size,
         max_seq_len: Some(prompt_tokens + decode_steps + 8),
         device,
-        fused_cpu_attention: !args.iter().any(|a| a == "--tensor-ops"),
+        cpu_kernels: !args.iter().any(|a| a == "--tensor-ops"),
         quantized_matmul: if args.iter().any(|a| a == "--keep-quantized") {
             QuantizedMatmul::Keep
         } else if args.iter().any(|a| a == "--f32") {

@@ -15,6 +15,10 @@
 //! shape per call, so the forward pass here is ours, built from candle's ops and quantized
 //! matmuls; candle-transformers is only a dev-dependency, the reference the exactness tests
 //! compare against. CUDA is behind the `cuda` feature; the CPU path never depends on it.
+//! Off the CPU the executor runs the device-generic path, candle's tensor ops only; with
+//! [`LoadOptions::cpu_kernels`] off the CPU runs that same path, which is how the CPU test suite
+//! covers what a GPU runs (`ENGINE_TEST_DEVICE=cuda` reruns those tests on a GPU;
+//! scripts/build-cuda-offline.sh builds the feature without one).
 //!
 //! Performance notes (CPU): candle's quantized CPU matmul is scalar for Q4_1 (and for every
 //! format unless the binary is built with `-C target-cpu=native`), one dot product per input row

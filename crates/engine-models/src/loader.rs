@@ -39,8 +39,8 @@ pub enum KvCacheSize {
 pub enum QuantizedMatmul {
     /// On CPU, dequantize to f32 when the model's dense f32 weights fit in
     /// [`AUTO_DEQUANTIZE_MAX_BYTES`]; larger models run their Q4_0/Q4_1/Q8_0 matrices in the
-    /// integer kernel (as [`Self::Int8`]) and keep the others quantized. On GPUs, keep
-    /// quantized.
+    /// integer kernel (as [`Self::Int8`]) and keep the others quantized. On GPUs (and on a CPU
+    /// with [`LoadOptions::cpu_kernels`] off), keep quantized.
     #[default]
     Auto,
     /// On CPU, Q4_0/Q4_1/Q8_0 matrices (the projections and the output matrix) run in the
@@ -96,9 +96,14 @@ pub struct LoadOptions {
     /// Longest sequence (prompt + generation); `None` uses the model's context length.
     pub max_seq_len: Option<usize>,
     pub device: DeviceChoice,
-    /// On CPU, run paged attention with the fused kernels (fast) rather than generic tensor ops
-    /// (what other devices run). Off only to compare the two.
-    pub fused_cpu_attention: bool,
+    /// On CPU, use our CPU kernels: fused paged attention, the SwiGLU kernel, small-batch
+    /// matmuls, and for GGUF matrices the choices [`QuantizedMatmul`] describes for CPUs
+    /// (dequantizing small models, the integer kernel). Off, the CPU runs the device-generic
+    /// path, candle's tensor ops only, with the loading decisions of a GPU (quantized matrices
+    /// stay quantized unless [`QuantizedMatmul::DequantizeF32`]): exactly what a CUDA device
+    /// runs, so that the CPU test suite covers it. Off only to test and compare; ignored on
+    /// other devices, which always run the generic path.
+    pub cpu_kernels: bool,
     pub quantized_matmul: QuantizedMatmul,
 }
 
@@ -109,7 +114,7 @@ impl Default for LoadOptions {
             block_size: 16,
             max_seq_len: None,
             device: DeviceChoice::Cpu,
-            fused_cpu_attention: true,
+            cpu_kernels: true,
             quantized_matmul: QuantizedMatmul::Auto,
         }
     }
@@ -260,16 +265,19 @@ fn load_gguf(path: &Path, options: &LoadOptions) -> Result<LoadedModel, ModelErr
         .map(|info| info.shape.elem_count() as u64)
         .sum();
     let (cache, kv_bytes_per_block) = cache_shape(options, &config)?;
-    let fits_in_f32 = device.is_cpu() && parameters * 4 <= AUTO_DEQUANTIZE_MAX_BYTES;
+    // The CPU's choices only where the CPU kernels run; elsewhere (a GPU, or a CPU running the
+    // generic path) a GPU's: quantized stays quantized.
+    let cpu_kernels = device.is_cpu() && options.cpu_kernels;
+    let fits_in_f32 = cpu_kernels && parameters * 4 <= AUTO_DEQUANTIZE_MAX_BYTES;
     (gguf.dequantize_matrices, gguf.pack_int) = match options.quantized_matmul {
         QuantizedMatmul::Keep => (false, false),
         QuantizedMatmul::DequantizeF32 => (true, false),
-        QuantizedMatmul::Auto => (fits_in_f32, device.is_cpu() && !fits_in_f32),
-        QuantizedMatmul::Int8 => (fits_in_f32, device.is_cpu()),
+        QuantizedMatmul::Auto => (fits_in_f32, cpu_kernels && !fits_in_f32),
+        QuantizedMatmul::Int8 => (fits_in_f32, cpu_kernels),
     };
     let mut source = WeightSource::Gguf(gguf);
     let mut executor = PagedLlama::load(config.clone(), &mut source, cache, &device)?;
-    executor.set_use_cpu_kernels(options.fused_cpu_attention);
+    executor.set_use_cpu_kernels(options.cpu_kernels);
     let info = ModelInfo {
         architecture: config.architecture.name().to_string(),
         name,
@@ -428,7 +436,7 @@ fn load_hf_dir(dir: &Path, options: &LoadOptions) -> Result<LoadedModel, ModelEr
     let (cache, kv_bytes_per_block) = cache_shape(options, &config)?;
     let mut source = WeightSource::Safetensors(weights);
     let mut executor = PagedLlama::load(config.clone(), &mut source, cache, &device)?;
-    executor.set_use_cpu_kernels(options.fused_cpu_attention);
+    executor.set_use_cpu_kernels(options.cpu_kernels);
     let info = ModelInfo {
         architecture: config.architecture.name().to_string(),
         name: file_stem(dir),

@@ -56,7 +56,8 @@ pub struct PagedLlama {
     /// `[max_seq_len, head_dim / 2]`.
     rope_cos: Tensor,
     rope_sin: Tensor,
-    /// Whether CPU runs use the fused kernels of `cpu_attention` (the tensor-op path otherwise).
+    /// Whether CPU runs use our CPU kernels (`cpu_attention`, `swiglu`, `small_batch_matmul`);
+    /// off, they run the device-generic tensor-op path, the one every other device runs.
     use_cpu_kernels: bool,
 }
 
@@ -161,8 +162,10 @@ impl PagedLlama {
         })
     }
 
-    /// Chooses between the fused CPU kernels (the default) and the generic tensor-op path,
-    /// which is what other devices run; for tests and benchmarks.
+    /// Chooses between our CPU kernels (the default: fused paged attention, the SwiGLU kernel,
+    /// small-batch matmuls) and the device-generic tensor-op path, which is what every other
+    /// device runs; ignored off the CPU. Weights packed for the integer kernel at load time
+    /// (see [`crate::LoadOptions::cpu_kernels`]) stay in it either way.
     pub fn set_use_cpu_kernels(&mut self, enabled: bool) {
         self.use_cpu_kernels = enabled;
     }
@@ -265,9 +268,9 @@ impl PagedLlama {
         let mut hidden = self.embed_tokens.index_select(&token_ids, 0)?;
         for layer in &self.layers {
             let normed = candle_nn::ops::rms_norm(&hidden, &layer.input_norm, eps)?;
-            let queries = layer.q_proj.forward(&normed)?;
-            let keys = layer.k_proj.forward(&normed)?;
-            let values = layer.v_proj.forward(&normed)?;
+            let queries = layer.q_proj.forward(&normed, use_cpu_kernels)?;
+            let keys = layer.k_proj.forward(&normed, use_cpu_kernels)?;
+            let values = layer.v_proj.forward(&normed, use_cpu_kernels)?;
             let queries = queries.reshape((total_tokens, cfg.num_heads, 1, cfg.head_dim))?;
             let keys = keys.reshape((total_tokens, cfg.num_kv_heads, 1, cfg.head_dim))?;
             let queries = match &layer.q_norm {
@@ -315,11 +318,11 @@ impl PagedLlama {
             } else {
                 attend_with_tensor_ops(&attention, &queries, &keys, &values, layer, batch)?
             };
-            hidden = (hidden + layer.o_proj.forward(&attended)?)?;
+            hidden = (hidden + layer.o_proj.forward(&attended, use_cpu_kernels)?)?;
 
             let normed = candle_nn::ops::rms_norm(&hidden, &layer.post_attention_norm, eps)?;
-            let gate = layer.gate_proj.forward(&normed)?;
-            let up = layer.up_proj.forward(&normed)?;
+            let gate = layer.gate_proj.forward(&normed, use_cpu_kernels)?;
+            let up = layer.up_proj.forward(&normed, use_cpu_kernels)?;
             let gated = match use_cpu_kernels {
                 true => crate::swiglu::swiglu(&gate, &up)?,
                 false => None,
@@ -328,7 +331,7 @@ impl PagedLlama {
                 Some(gated) => gated,
                 None => (candle_nn::ops::silu(&gate)? * up)?,
             };
-            hidden = (hidden + layer.down_proj.forward(&gated)?)?;
+            hidden = (hidden + layer.down_proj.forward(&gated, use_cpu_kernels)?)?;
         }
         if logit_rows.is_empty() {
             return Ok(Vec::new());
@@ -336,7 +339,7 @@ impl PagedLlama {
         let rows = Tensor::new(logit_rows.as_slice(), &self.device)?;
         let last_hidden = hidden.index_select(&rows, 0)?;
         let normed = candle_nn::ops::rms_norm(&last_hidden, &self.final_norm, eps)?;
-        let logits = self.lm_head.forward(&normed)?;
+        let logits = self.lm_head.forward(&normed, use_cpu_kernels)?;
         logits.to_dtype(DType::F32)?.to_vec2::<f32>()
     }
 }

@@ -54,15 +54,23 @@ impl Linear {
         }
     }
 
-    /// `xs`: `[tokens, in]`.
-    pub fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+    /// `xs`: `[tokens, in]`. With `cpu_kernels` off, dense weights always go through candle's
+    /// matmul (what a GPU runs), never through [`small_batch_matmul`]. Packed weights only
+    /// exist where the loader chose the CPU kernels, and always run in the integer kernel.
+    pub fn forward(&self, xs: &Tensor, cpu_kernels: bool) -> candle_core::Result<Tensor> {
         let ys = match &self.weight {
             LinearWeight::Quantized(weight) => weight.forward(xs)?,
             LinearWeight::PackedWeights(weight) => packed_forward(xs, weight)?,
-            LinearWeight::DenseTransposed(weight_t) => match small_batch_forward(xs, weight_t)? {
-                Some(ys) => ys,
-                None => xs.matmul(weight_t)?,
-            },
+            LinearWeight::DenseTransposed(weight_t) => {
+                let small_batch = match cpu_kernels {
+                    true => small_batch_forward(xs, weight_t)?,
+                    false => None,
+                };
+                match small_batch {
+                    Some(ys) => ys,
+                    None => xs.matmul(weight_t)?,
+                }
+            }
         };
         match &self.bias {
             Some(bias) => ys.broadcast_add(bias),

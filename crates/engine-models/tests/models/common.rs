@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use adaptive_engine::{ForwardBatch, ModelExecutor, SequenceChunk};
+use adaptive_engine_models::DeviceChoice;
 
 pub const SMOLLM_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
@@ -31,6 +32,21 @@ pub fn smollm_path() -> Option<PathBuf> {
         path.display()
     );
     None
+}
+
+/// The device the device-generic path's tests run on: the CPU, unless `ENGINE_TEST_DEVICE`
+/// names a CUDA device (`cuda` or `cuda:N`; the tests must then be built with the `cuda`
+/// feature). The CPU suite runs the generic path on the CPU; a GPU session reruns the same tests
+/// on the GPU, against the same CPU references and tolerances.
+pub fn test_device() -> DeviceChoice {
+    match std::env::var("ENGINE_TEST_DEVICE").as_deref() {
+        Err(_) | Ok("") | Ok("cpu") => DeviceChoice::Cpu,
+        Ok("cuda") => DeviceChoice::Cuda(0),
+        Ok(other) => match other.strip_prefix("cuda:").map(str::parse) {
+            Some(Ok(ordinal)) => DeviceChoice::Cuda(ordinal),
+            _ => panic!("ENGINE_TEST_DEVICE={other:?}: expected cpu, cuda or cuda:N"),
+        },
+    }
 }
 
 /// Blocks per sequence in [`sequence_blocks`]: sequence `i` owns a disjoint range, reversed so

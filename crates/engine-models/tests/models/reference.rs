@@ -3,17 +3,22 @@
 //!
 //! Tolerance: the largest absolute logit difference, relative to the largest reference logit
 //! magnitude, stays within 1e-4, at prefill and at each decode step.
+//!
+//! Most tests run both code paths ([`PATHS`]): our CPU kernels, and the device-generic tensor
+//! ops that CUDA runs (`LoadOptions::cpu_kernels` off). The generic path runs on
+//! [`test_device`]: the CPU, or the GPU that `ENGINE_TEST_DEVICE=cuda` names, against the same
+//! CPU reference.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use adaptive_engine::{ForwardBatch, SequenceChunk};
-use adaptive_engine_models::{load_model, KvCacheSize, LoadOptions};
+use adaptive_engine_models::{load_model, DeviceChoice, KvCacheSize, LoadOptions};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde_json::json;
 
-use crate::common::{greedy_batch, sequence_blocks, Lcg};
+use crate::common::{greedy_batch, sequence_blocks, test_device, Lcg};
 
 const VOCAB: usize = 96;
 const HIDDEN: usize = 64;
@@ -301,8 +306,22 @@ fn options() -> LoadOptions {
     }
 }
 
-/// Both attention implementations: the fused CPU kernels and the generic tensor ops.
-const ATTENTION_PATHS: [bool; 2] = [true, false];
+/// Options for one of the two code paths: our CPU kernels (on the CPU), or the device-generic
+/// tensor ops that CUDA runs (on [`test_device`]: the CPU unless `ENGINE_TEST_DEVICE` says
+/// otherwise), checked against the same CPU reference.
+fn path_options(cpu_kernels: bool) -> LoadOptions {
+    LoadOptions {
+        cpu_kernels,
+        device: match cpu_kernels {
+            true => DeviceChoice::Cpu,
+            false => test_device(),
+        },
+        ..options()
+    }
+}
+
+/// Both code paths (`cpu_kernels` on and off).
+const PATHS: [bool; 2] = [true, false];
 
 fn prompt(seed: u64, len: usize) -> Vec<u32> {
     let mut rng = Lcg::new(seed);
@@ -312,18 +331,15 @@ fn prompt(seed: u64, len: usize) -> Vec<u32> {
 }
 
 fn check_against_reference(family: Family) {
-    for fused in ATTENTION_PATHS {
+    for fused in PATHS {
         check_against_reference_with(family, fused);
     }
 }
 
-fn check_against_reference_with(family: Family, fused_cpu_attention: bool) {
+fn check_against_reference_with(family: Family, cpu_kernels: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let tensors = write_tiny_model(dir.path(), family, 7);
-    let options = LoadOptions {
-        fused_cpu_attention,
-        ..options()
-    };
+    let options = path_options(cpu_kernels);
     let mut model = load_model(dir.path(), &options).expect("load tiny model");
     let mut reference = Reference::new(family, tensors);
     let tokens = prompt(11, 13);
@@ -344,7 +360,7 @@ fn check_against_reference_with(family: Family, fused_cpu_attention: bool) {
     let error = relative_error(&ours[0], &expected);
     assert!(
         error < 1e-4,
-        "{family:?} fused={fused_cpu_attention} prefill: relative error {error}"
+        "{family:?} cpu_kernels={cpu_kernels} prefill: relative error {error}"
     );
 
     let mut next = crate::common::argmax(&expected);
@@ -366,7 +382,7 @@ fn check_against_reference_with(family: Family, fused_cpu_attention: bool) {
         let error = relative_error(&ours[0], &expected);
         assert!(
             error < 1e-4,
-            "{family:?} fused={fused_cpu_attention} decode step {step}: relative error {error}"
+            "{family:?} cpu_kernels={cpu_kernels} decode step {step}: relative error {error}"
         );
         next = crate::common::argmax(&expected);
     }
@@ -397,13 +413,10 @@ fn qwen3_matches_candle_transformers() {
 #[test]
 fn long_chunked_prefill_matches_candle_transformers() {
     for family in [Family::Llama, Family::Qwen3] {
-        for fused_cpu_attention in ATTENTION_PATHS {
+        for cpu_kernels in PATHS {
             let dir = tempfile::tempdir().expect("tempdir");
             let tensors = write_tiny_model(dir.path(), family, 9);
-            let options = LoadOptions {
-                fused_cpu_attention,
-                ..options()
-            };
+            let options = path_options(cpu_kernels);
             let mut model = load_model(dir.path(), &options).expect("load tiny model");
             let mut reference = Reference::new(family, tensors);
             let tokens = prompt(21, 100);
@@ -428,7 +441,7 @@ fn long_chunked_prefill_matches_candle_transformers() {
             let error = relative_error(&ours[0], &expected);
             assert!(
                 error < 1e-4,
-                "{family:?} fused={fused_cpu_attention} prefill: relative error {error}"
+                "{family:?} cpu_kernels={cpu_kernels} prefill: relative error {error}"
             );
             let next = crate::common::argmax(&expected);
             let ours = forward(&[next], 100);
@@ -436,7 +449,7 @@ fn long_chunked_prefill_matches_candle_transformers() {
             let error = relative_error(&ours[0], &expected);
             assert!(
                 error < 1e-4,
-                "{family:?} fused={fused_cpu_attention} decode: relative error {error}"
+                "{family:?} cpu_kernels={cpu_kernels} decode: relative error {error}"
             );
         }
     }
@@ -446,13 +459,10 @@ fn long_chunked_prefill_matches_candle_transformers() {
 /// alone.
 #[test]
 fn batched_greedy_equals_one_at_a_time() {
-    for (family, fused_cpu_attention) in [(Family::Llama, true), (Family::Qwen2, false)] {
+    for (family, cpu_kernels) in [(Family::Llama, true), (Family::Qwen2, false)] {
         let dir = tempfile::tempdir().expect("tempdir");
         write_tiny_model(dir.path(), family, 3);
-        let options = LoadOptions {
-            fused_cpu_attention,
-            ..options()
-        };
+        let options = path_options(cpu_kernels);
         let mut model = load_model(dir.path(), &options).expect("load");
         let prompts: Vec<Vec<u32>> = (0..8)
             .map(|i| prompt(100 + i, 1 + 3 * i as usize))
@@ -465,22 +475,106 @@ fn batched_greedy_equals_one_at_a_time() {
     }
 }
 
+/// The device-generic path (what CUDA runs) on batches of sequences of different lengths, their
+/// KV in scattered blocks: one prefill step for six sequences (78 rows), three decode steps (six
+/// rows), a step mixing six decodes with a seventh sequence's prefill, and a last decode step of
+/// all seven. Every row's logits match candle-transformers run on that sequence alone, and our
+/// CPU kernels (fused attention, SwiGLU, small-batch matmuls) on the same batches, within 1e-4.
+#[test]
+fn batched_generic_path_matches_reference_and_cpu_kernels() {
+    const LENGTHS: [usize; 6] = [1, 3, 4, 9, 17, 44];
+    const BLOCKS_PER_SEQUENCE: usize = 16;
+    let families = [
+        Family::Llama,
+        Family::Llama3TiedShardedBf16,
+        Family::Qwen2,
+        Family::Qwen3,
+    ];
+    for family in families {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tensors = write_tiny_model(dir.path(), family, 13);
+        let load = |cpu_kernels: bool| {
+            let options = LoadOptions {
+                kv_cache: KvCacheSize::Blocks((LENGTHS.len() + 1) * BLOCKS_PER_SEQUENCE),
+                ..path_options(cpu_kernels)
+            };
+            load_model(dir.path(), &options).expect("load tiny model")
+        };
+        let mut generic = load(false);
+        let mut kernels = load(true);
+        let mut references: Vec<Reference> = (0..=LENGTHS.len())
+            .map(|_| Reference::new(family, tensors.clone()))
+            .collect();
+        // Per sequence: the tokens of this round's chunk and the position it starts at.
+        let mut step: Vec<(Vec<u32>, usize)> = LENGTHS
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| (prompt(60 + i as u64, len), 0))
+            .collect();
+        for round in 0..6 {
+            if round == 4 {
+                step.push((prompt(70, 11), 0));
+            }
+            let batch = ForwardBatch {
+                chunks: step
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (tokens, start_pos))| SequenceChunk {
+                        sequence_id: i as u64,
+                        tokens: tokens.clone(),
+                        start_pos: *start_pos,
+                        block_table: sequence_blocks(i, BLOCKS_PER_SEQUENCE),
+                        wants_logits: true,
+                    })
+                    .collect(),
+            };
+            let ours = generic.executor.forward(&batch).expect("generic forward");
+            let fused = kernels
+                .executor
+                .forward(&batch)
+                .expect("cpu kernels forward");
+            assert_eq!(ours.len(), step.len());
+            for (i, (tokens, start_pos)) in step.iter_mut().enumerate() {
+                let expected = references[i].forward(tokens, *start_pos);
+                let what = format!(
+                    "{family:?} round {round} sequence {i} ({} tokens at {start_pos})",
+                    tokens.len()
+                );
+                let error = relative_error(&ours[i], &expected);
+                assert!(
+                    error < 1e-4,
+                    "{what}: generic path vs reference: relative error {error}"
+                );
+                let error = relative_error(&fused[i], &expected);
+                assert!(
+                    error < 1e-4,
+                    "{what}: cpu kernels vs reference: relative error {error}"
+                );
+                let error = relative_error(&ours[i], &fused[i]);
+                assert!(
+                    error < 1e-4,
+                    "{what}: generic path vs cpu kernels: relative error {error}"
+                );
+                *start_pos += tokens.len();
+                *tokens = vec![crate::common::argmax(&expected)];
+            }
+        }
+    }
+}
+
 /// One step mixing a decode step of one sequence with a prefill chunk (not the last) and a
 /// final prefill chunk of others gives each the logits it gets alone.
 #[test]
 fn mixed_prefill_and_decode_batch_matches_separate_runs() {
-    for fused_cpu_attention in ATTENTION_PATHS {
-        mixed_batch_with(fused_cpu_attention);
+    for cpu_kernels in PATHS {
+        mixed_batch_with(cpu_kernels);
     }
 }
 
-fn mixed_batch_with(fused_cpu_attention: bool) {
+fn mixed_batch_with(cpu_kernels: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     write_tiny_model(dir.path(), Family::Qwen3, 5);
-    let options = LoadOptions {
-        fused_cpu_attention,
-        ..options()
-    };
+    let options = path_options(cpu_kernels);
     let mut model = load_model(dir.path(), &options).expect("load");
     let first = prompt(1, 9);
     let second = prompt(2, 14);
@@ -585,13 +679,10 @@ fn invalid_batches_are_rejected_not_panicked() {
 /// prefill.
 #[test]
 fn shared_prefix_blocks_give_full_prefill_logits() {
-    for fused_cpu_attention in ATTENTION_PATHS {
+    for cpu_kernels in PATHS {
         let dir = tempfile::tempdir().expect("tempdir");
         write_tiny_model(dir.path(), Family::Llama, 9);
-        let options = LoadOptions {
-            fused_cpu_attention,
-            ..options()
-        };
+        let options = path_options(cpu_kernels);
         let mut model = load_model(dir.path(), &options).expect("load");
         let shared = prompt(40, 2 * BLOCK_SIZE);
         let mut first = shared.clone();
@@ -628,7 +719,7 @@ fn shared_prefix_blocks_give_full_prefill_logits() {
         let error = relative_error(&cached, &full);
         assert!(
             error < 1e-5,
-            "fused={fused_cpu_attention}: relative error {error}"
+            "cpu_kernels={cpu_kernels}: relative error {error}"
         );
     }
 }
