@@ -11,7 +11,9 @@
 //! - Scores (optional): `metrics`, `scores` or `feedbacks`, an object of metric key -> number or
 //!   boolean; they need a `completion`.
 //! - Preferences (optional): `preferred_completion` and `other_completion` (or the recipe
-//!   format's `good_completion` and `bad_completion`), each a string or a message.
+//!   format's `good_completion` and `bad_completion`), each a string or a message, and
+//!   optionally the `metric` (a metric key) they compare on, as `POST /api/v1/comparison`
+//!   takes it.
 //! - Anything else (`metadata`, `labels`, ...) is kept as is and not checked. Blank lines are
 //!   skipped.
 //!
@@ -20,15 +22,27 @@
 //! of completions with and without scores gives PROMPT_COMPLETION, and any other mix PROMPT
 //! (every record has a prompt).
 //!
+//! While it checks, the scanner counts per metric key how many records carry a score for it
+//! and how many a comparison on it (`Dataset.metricsUsage`). Only keys that can name a metric
+//! (the rule of [`crate::store`] keys) are counted, and at most [`MAX_METRIC_KEYS`] of them.
+//!
 //! The scanner keeps one line in memory at a time, so a file of any size is checked in constant
-//! memory, bounded by [`MAX_LINE_BYTES`]. The first bad line stops the scan with an error that
-//! names the line.
+//! memory, bounded by [`MAX_LINE_BYTES`] (and the metric keys). The first bad line stops the
+//! scan with an error that names the line.
+
+use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::store::DatasetMetricCount;
+
 /// The longest record accepted.
 pub const MAX_LINE_BYTES: usize = 32 << 20;
+
+/// The most distinct metric keys a file may name: the tally is held in memory while the file
+/// streams by, and stored with the dataset.
+pub const MAX_METRIC_KEYS: usize = 1000;
 
 const ROLES: &[&str] = &["system", "user", "assistant", "tool"];
 
@@ -91,6 +105,15 @@ pub struct ScannedFile {
     pub records: i64,
     pub size_bytes: i64,
     pub sha256: String,
+    /// Per metric key, by key.
+    pub metrics_usage: Vec<DatasetMetricCount>,
+}
+
+/// How many records score a metric, and how many compare on it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct MetricCounts {
+    scores: i64,
+    comparisons: i64,
 }
 
 /// Feed the file's bytes in any chunking, then [`RecordScanner::finish`].
@@ -101,6 +124,7 @@ pub struct RecordScanner {
     kind: Option<DatasetKind>,
     size_bytes: i64,
     hasher: Sha256,
+    metrics: BTreeMap<String, MetricCounts>,
 }
 
 impl Default for RecordScanner {
@@ -118,6 +142,7 @@ impl RecordScanner {
             kind: None,
             size_bytes: 0,
             hasher: Sha256::new(),
+            metrics: BTreeMap::new(),
         }
     }
 
@@ -149,11 +174,21 @@ impl RecordScanner {
         let Some(kind) = self.kind else {
             return Err(InvalidRecords::Empty);
         };
+        let metrics_usage = self
+            .metrics
+            .into_iter()
+            .map(|(metric, counts)| DatasetMetricCount {
+                metric,
+                score_count: counts.scores,
+                comparison_count: counts.comparisons,
+            })
+            .collect();
         Ok(ScannedFile {
             kind,
             records: self.records,
             size_bytes: self.size_bytes,
             sha256: hex::encode(self.hasher.finalize()),
+            metrics_usage,
         })
     }
 
@@ -184,18 +219,58 @@ impl RecordScanner {
         let Value::Object(record) = value else {
             return Err(invalid("not a JSON object".to_owned()));
         };
-        let record_kind = record_kind(&record).map_err(invalid)?;
+        let checked = check_record(&record).map_err(invalid)?;
+        for metric in checked.scored_metrics {
+            self.count_metric(metric, |counts| counts.scores += 1)
+                .map_err(invalid)?;
+        }
+        if let Some(metric) = checked.compared_metric {
+            self.count_metric(metric, |counts| counts.comparisons += 1)
+                .map_err(invalid)?;
+        }
         self.records += 1;
         self.kind = Some(match self.kind {
-            None => record_kind,
-            Some(kind) => kind.common_with(record_kind),
+            None => checked.kind,
+            Some(kind) => kind.common_with(checked.kind),
         });
+        Ok(())
+    }
+
+    fn count_metric(
+        &mut self,
+        metric: &str,
+        count: impl FnOnce(&mut MetricCounts),
+    ) -> Result<(), String> {
+        // A key no metric can have is not worth tracking: it would never resolve.
+        if crate::store::validate_key("metric", metric).is_err() {
+            return Ok(());
+        }
+        if let Some(counts) = self.metrics.get_mut(metric) {
+            count(counts);
+            return Ok(());
+        }
+        if self.metrics.len() >= MAX_METRIC_KEYS {
+            return Err(format!(
+                "the file names more than {MAX_METRIC_KEYS} metric keys"
+            ));
+        }
+        count(self.metrics.entry(metric.to_owned()).or_default());
         Ok(())
     }
 }
 
+/// What one record holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedRecord<'a> {
+    pub kind: DatasetKind,
+    /// The metric keys the record scores its completion on.
+    pub scored_metrics: Vec<&'a str>,
+    /// The metric key a preference compares on, when it names one.
+    pub compared_metric: Option<&'a str>,
+}
+
 /// Checks one record and says what it holds.
-pub fn record_kind(record: &Map<String, Value>) -> Result<DatasetKind, String> {
+pub fn check_record(record: &Map<String, Value>) -> Result<CheckedRecord<'_>, String> {
     let messages = match record.get("messages") {
         Some(Value::Array(messages)) if !messages.is_empty() => messages,
         Some(Value::Array(_)) => return Err("'messages' is empty".to_owned()),
@@ -218,8 +293,26 @@ pub fn record_kind(record: &Map<String, Value>) -> Result<DatasetKind, String> {
                 .ok_or_else(|| format!("a preference needs both '{first}' and '{second}'"))?;
             check_completion(completion).map_err(|reason| format!("'{field}': {reason}"))?;
         }
-        return Ok(DatasetKind::Preference);
+        let compared_metric = match record.get("metric") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(metric)) if !metric.is_empty() => Some(metric.as_str()),
+            Some(_) => {
+                return Err(
+                    "'metric' must be the key of the metric the preference is about".to_owned(),
+                )
+            }
+        };
+        return Ok(CheckedRecord {
+            kind: DatasetKind::Preference,
+            scored_metrics: Vec::new(),
+            compared_metric,
+        });
     }
+    let unscored = |kind| CheckedRecord {
+        kind,
+        scored_metrics: Vec::new(),
+        compared_metric: None,
+    };
     let scores = ["metrics", "scores", "feedbacks"]
         .into_iter()
         .find_map(|field| record.get(field).map(|scores| (field, scores)));
@@ -227,11 +320,11 @@ pub fn record_kind(record: &Map<String, Value>) -> Result<DatasetKind, String> {
         if let Some((field, _)) = scores {
             return Err(format!("'{field}' score a completion: add 'completion'"));
         }
-        return Ok(DatasetKind::Prompt);
+        return Ok(unscored(DatasetKind::Prompt));
     };
     check_completion(completion).map_err(|reason| format!("'completion': {reason}"))?;
     let Some((field, scores)) = scores else {
-        return Ok(DatasetKind::PromptCompletion);
+        return Ok(unscored(DatasetKind::PromptCompletion));
     };
     let Value::Object(scores) = scores else {
         return Err(format!(
@@ -244,9 +337,13 @@ pub fn record_kind(record: &Map<String, Value>) -> Result<DatasetKind, String> {
         }
     }
     if scores.is_empty() {
-        return Ok(DatasetKind::PromptCompletion);
+        return Ok(unscored(DatasetKind::PromptCompletion));
     }
-    Ok(DatasetKind::PromptCompletionScore)
+    Ok(CheckedRecord {
+        kind: DatasetKind::PromptCompletionScore,
+        scored_metrics: scores.keys().map(String::as_str).collect(),
+        compared_metric: None,
+    })
 }
 
 fn check_message(message: &Value) -> Result<(), String> {
@@ -305,6 +402,55 @@ mod tests {
             Ok(DatasetKind::PromptCompletion)
         );
         assert_eq!(kind(&[PREFERENCE, COMPLETION]), Ok(DatasetKind::Prompt));
+    }
+
+    #[test]
+    fn records_are_counted_per_metric_key() {
+        let compared = r#"{"messages": [{"role": "user", "content": "hi"}], "preferred_completion": "hello", "other_completion": "go away", "metric": "quality"}"#;
+        let unusable_key = r#"{"messages": [{"role": "user", "content": "hi"}], "completion": "x", "scores": {"not a key!": 1}}"#;
+        let file = [
+            SCORED,
+            SCORED,
+            compared,
+            PREFERENCE,
+            COMPLETION,
+            unusable_key,
+        ]
+        .join("\n");
+        let scanned = scan(&[file.as_bytes()]).expect("valid");
+        let count = |metric: &str, score_count, comparison_count| DatasetMetricCount {
+            metric: metric.to_owned(),
+            score_count,
+            comparison_count,
+        };
+        assert_eq!(
+            scanned.metrics_usage,
+            [count("ok", 2, 0), count("quality", 2, 1)]
+        );
+        assert_eq!(
+            scan(&[COMPLETION.as_bytes()]).expect("valid").metrics_usage,
+            []
+        );
+        let bad_metric = r#"{"messages": [{"role": "user", "content": "hi"}], "preferred_completion": "a", "other_completion": "b", "metric": 3}"#;
+        let error = scan(&[bad_metric.as_bytes()])
+            .expect_err("invalid")
+            .to_string();
+        assert!(error.contains("'metric'"), "{error}");
+    }
+
+    #[test]
+    fn too_many_metric_keys_are_refused() {
+        let mut file = String::new();
+        for index in 0..=MAX_METRIC_KEYS {
+            file.push_str(&format!(
+                r#"{{"messages": [{{"role": "user", "content": "hi"}}], "completion": "x", "metrics": {{"m{index}": 1}}}}"#
+            ));
+            file.push('\n');
+        }
+        let error = scan(&[file.as_bytes()])
+            .expect_err("too many keys")
+            .to_string();
+        assert!(error.contains("metric keys"), "{error}");
     }
 
     #[test]

@@ -122,9 +122,19 @@ impl DatasetView {
     async fn download_url(&self) -> String {
         datasets::download_url(&self.0)
     }
-    /// Scores and comparisons per metric; uploaded files carry none that are tracked.
-    async fn metrics_usage(&self) -> Vec<DatasetMetricUsage> {
-        Vec::new()
+    /// Per metric of the project, how many records carry a score for it and how many a
+    /// comparison on it (known once READY). Metric keys the project has no metric for are left
+    /// out; see [`Datasets::metrics_usage`].
+    async fn metrics_usage(&self, context: &Context<'_>) -> GqlResult<Vec<DatasetMetricUsage>> {
+        let usage = service(context)?.metrics_usage(&self.0).await.gql()?;
+        Ok(usage
+            .into_iter()
+            .map(|(metric, counts)| DatasetMetricUsage {
+                score_count: counts.score_count,
+                comparison_count: counts.comparison_count,
+                metric: MetricView(metric),
+            })
+            .collect())
     }
 }
 

@@ -58,7 +58,8 @@ pub use completion_filter::{
 };
 pub use connect::{DatabaseTarget, StoreOptions};
 pub use datasets::{
-    Dataset, DatasetContents, DATASET_FAILED, DATASET_PENDING, DATASET_PROCESSING, DATASET_READY,
+    ClaimedDataset, Dataset, DatasetClaim, DatasetContents, DatasetMetricCount, DATASET_FAILED,
+    DATASET_PENDING, DATASET_PROCESSING, DATASET_READY,
 };
 pub use deployments::{DeployRequest, ModelServiceUpdate};
 pub use feedback::{

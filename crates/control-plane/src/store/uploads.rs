@@ -171,15 +171,23 @@ impl MetadataStore {
     }
 
     /// Ids of the sessions with no activity since `cutoff_ms` (completed ones included: their
-    /// import has had that long to read the parts).
+    /// import has had that long to read the parts), except those a dataset still pending or
+    /// processing reads: its processing may be resumed from them after any delay, and they go
+    /// once it is READY or FAILED.
     pub async fn upload_sessions_idle_since(
         &self,
         cutoff_ms: i64,
     ) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query("SELECT id FROM upload_sessions WHERE updated_at < $1 ORDER BY id")
-            .bind(cutoff_ms)
-            .fetch_all(self.pool())
-            .await?;
+        let rows = sqlx::query(
+            "SELECT id FROM upload_sessions WHERE updated_at < $1 \
+             AND id NOT IN (SELECT upload_session_id FROM datasets \
+                            WHERE status IN ('PENDING', 'PROCESSING') \
+                            AND upload_session_id IS NOT NULL) \
+             ORDER BY id",
+        )
+        .bind(cutoff_ms)
+        .fetch_all(self.pool())
+        .await?;
         rows.iter().map(|row| text(row, "id")).collect()
     }
 }

@@ -4,13 +4,22 @@
 //! download (original and recipe formats) and delete, the file kept as an object under the
 //! registry root. Malformed files are refused (multipart) or end FAILED with the bad line
 //! named (chunked); forged file references get 400, not a crash; permissions hold.
+//! `metricsUsage` counts scores and comparisons per metric of the project.
+//!
+//! Processing survives its replica: a dataset left mid-processing by a crash, or by a replica
+//! that stopped, is processed again by the next control plane started on the same database
+//! and storage, to READY with the whole file; two replicas racing for it process it once; one
+//! whose file is gone ends FAILED.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use adaptive_control_plane::datasets::Datasets;
-use adaptive_control_plane::model_storage::ModelStorage;
+use adaptive_control_plane::config::{Config, Secrets};
+use adaptive_control_plane::datasets::{Datasets, ResumeReport};
+use adaptive_control_plane::registry::{InProcessRegistry, SharedRegistry};
+use adaptive_control_plane::store::MetadataStore;
 use adaptive_control_plane::uploads::{UploadLimits, Uploads};
-use adaptive_registry::StoreEnv;
+use adaptive_control_plane::{ControlPlane, RunningControlPlane};
 use serde_json::{json, Value};
 
 use crate::harness::{wait_for, Backend, TestDatabase, TestServer};
@@ -92,6 +101,71 @@ fn jsonl(records: usize) -> Vec<u8> {
     file.into_bytes()
 }
 
+/// `completions` records scored on `quality` (every one), `helpful` (every other one) and
+/// `unregistered` (every third one), then `preferences` preferences on `quality` and one that
+/// names no metric.
+fn scored_jsonl(completions: usize, preferences: usize) -> Vec<u8> {
+    let mut file = String::new();
+    for index in 0..completions {
+        let mut scores = json!({"quality": index as f64 / 10.0});
+        if index % 2 == 0 {
+            scores["helpful"] = json!(true);
+        }
+        if index % 3 == 0 {
+            scores["unregistered"] = json!(1);
+        }
+        let line = json!({
+            "messages": [{"role": "user", "content": format!("what is {index} + {index}?")}],
+            "completion": format!("{}", index * 2),
+            "metrics": scores
+        });
+        file.push_str(&line.to_string());
+        file.push('\n');
+    }
+    for index in 0..=preferences {
+        let mut line = json!({
+            "messages": [{"role": "user", "content": format!("what is {index} * 2?")}],
+            "preferred_completion": format!("{}", index * 2),
+            "other_completion": "no idea"
+        });
+        if index < preferences {
+            line["metric"] = json!("quality");
+        }
+        file.push_str(&line.to_string());
+        file.push('\n');
+    }
+    file.into_bytes()
+}
+
+/// `metricsUsage` as (metric key, scoreCount, comparisonCount).
+fn usage_counts(dataset: &Value) -> Vec<(String, i64, i64)> {
+    dataset["metricsUsage"]
+        .as_array()
+        .unwrap_or_else(|| panic!("metricsUsage: {dataset}"))
+        .iter()
+        .map(|usage| {
+            (
+                usage["metric"]["key"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                usage["scoreCount"].as_i64().unwrap_or(-1),
+                usage["comparisonCount"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect()
+}
+
+async fn create_metric(server: &TestServer, key: &str, kind: &str) {
+    let created = server
+        .graphql(
+            &format!("mutation($project: IdOrKey!, $key: String) {{ createMetric(project: $project, input: {{name: $key, key: $key, kind: {kind}}}) {{ key }} }}"),
+            json!({"project": PROJECT, "key": key}),
+        )
+        .await;
+    assert!(created["errors"].is_null(), "{created}");
+}
+
 /// A GraphQL multipart request (operations, map, one file), as the SDK's httpx sends it.
 fn multipart(operations: &Value, file_name: &str, file: &[u8]) -> (String, Vec<u8>) {
     let boundary = "dataset-test-boundary-5b0c3e";
@@ -127,35 +201,48 @@ fn multipart(operations: &Value, file_name: &str, file: &[u8]) -> (String, Vec<u
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
-struct Client<'a> {
-    server: &'a TestServer,
+/// A client of one control plane (its public address).
+struct Client {
+    public: SocketAddr,
     api_key: String,
     http: reqwest::Client,
 }
 
-impl<'a> Client<'a> {
-    fn admin(server: &'a TestServer) -> Self {
+impl Client {
+    fn admin(server: &TestServer) -> Self {
+        Self::at(server.public, &server.api_key)
+    }
+
+    /// With `api_key`, of the control plane serving on `public`.
+    fn at(public: SocketAddr, api_key: &str) -> Self {
         Self {
-            server,
-            api_key: server.api_key.clone(),
+            public,
+            api_key: api_key.to_owned(),
             http: reqwest::Client::new(),
         }
     }
 
     /// A new user holding `role` in a team the project is shared with.
-    async fn project_user(server: &'a TestServer, name: &str, role: &str) -> Self {
+    async fn project_user(server: &TestServer, name: &str, role: &str) -> Self {
         let api_key = server.service_account_key(name, "dsteam", role).await;
-        Self {
-            server,
-            api_key,
-            http: reqwest::Client::new(),
-        }
+        Self::at(server.public, &api_key)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.public)
     }
 
     async fn graphql(&self, query: &str, variables: Value) -> Value {
-        self.server
-            .graphql_as(&self.api_key, query, variables)
+        self.http
+            .post(self.url("/api/graphql"))
+            .bearer_auth(&self.api_key)
+            .json(&json!({"query": query, "variables": variables}))
+            .send()
             .await
+            .expect("request")
+            .json()
+            .await
+            .expect("json body")
     }
 
     /// `createDataset` with the file in a multipart request: (HTTP status, body).
@@ -168,7 +255,7 @@ impl<'a> Client<'a> {
         let (content_type, body) = multipart(&operations, key, file);
         let response = self
             .http
-            .post(self.server.public_url("/api/graphql"))
+            .post(self.url("/api/graphql"))
             .bearer_auth(&self.api_key)
             .header("content-type", content_type)
             .body(body)
@@ -181,10 +268,16 @@ impl<'a> Client<'a> {
 
     /// The SDK's chunked path: init, parts, createDatasetFromMultipartUpload; returns its answer.
     async fn upload_chunked(&self, key: &str, file: &[u8], part_bytes: usize) -> Value {
+        let session_id = self.upload_parts(file, part_bytes).await;
+        self.create_from_upload(key, &session_id).await
+    }
+
+    /// The first steps of the chunked path: init and every part; returns the session id.
+    async fn upload_parts(&self, file: &[u8], part_bytes: usize) -> String {
         let parts: Vec<&[u8]> = file.chunks(part_bytes).collect();
         let init: Value = self
             .http
-            .post(self.server.public_url("/api/v1/upload/init"))
+            .post(self.url("/api/v1/upload/init"))
             .bearer_auth(&self.api_key)
             .json(&json!({"content_type": "application/jsonl", "metadata": null, "total_parts_count": parts.len()}))
             .send()
@@ -197,7 +290,7 @@ impl<'a> Client<'a> {
         for (index, part) in parts.iter().enumerate() {
             let response = self
                 .http
-                .post(self.server.public_url("/api/v1/upload/part"))
+                .post(self.url("/api/v1/upload/part"))
                 .bearer_auth(&self.api_key)
                 .query(&[
                     ("session_id", session_id.clone()),
@@ -210,6 +303,11 @@ impl<'a> Client<'a> {
                 .expect("part");
             assert_eq!(response.status().as_u16(), 200, "part {}", index + 1);
         }
+        session_id
+    }
+
+    /// `createDatasetFromMultipartUpload` of a session whose parts are all sent.
+    async fn create_from_upload(&self, key: &str, session_id: &str) -> Value {
         let created = self
             .graphql(
                 CREATE_FROM_UPLOAD,
@@ -254,10 +352,22 @@ impl<'a> Client<'a> {
         described["data"]["dataset"].clone()
     }
 
+    /// The dataset's `status` and `error`.
+    async fn status_of(&self, id_or_key: &str) -> Value {
+        let described = self
+            .graphql(
+                "query($id: IdOrKey!, $project: IdOrKey!) { dataset(idOrKey: $id, project: $project) { status error } }",
+                json!({"id": id_or_key, "project": PROJECT}),
+            )
+            .await;
+        assert!(described["errors"].is_null(), "{described}");
+        described["data"]["dataset"].clone()
+    }
+
     async fn download(&self, download_url: &str, format: &str) -> (u16, String, Vec<u8>) {
         let response = self
             .http
-            .get(self.server.public_url(download_url))
+            .get(self.url(download_url))
             .bearer_auth(&self.api_key)
             .query(&[("format", format)])
             .send()
@@ -488,6 +598,38 @@ async fn small_and_chunked_uploads_list_get_download_delete(backend: Backend) {
     assert_eq!(error_code(&again), "not_found", "{again}");
     let (status, _, _) = client.download(download_url, "original").await;
     assert_eq!(status, 404);
+
+    // Scores and preferences are counted per metric of the project, on both ways in.
+    create_metric(&server, "quality", "SCALAR").await;
+    create_metric(&server, "helpful", "BOOL").await;
+    let scored_file = scored_jsonl(600, 150);
+    let created = client
+        .upload_chunked("scored", &scored_file, 16 * 1024)
+        .await;
+    let scored_id = created["datasetId"].as_str().expect("datasetId").to_owned();
+    let processed = client.wait_processed(&scored_id).await;
+    assert_eq!(processed["status"], "DONE", "{processed}");
+    let scored = client.describe("scored").await;
+    assert_eq!(scored["records"], 751);
+    let expected = vec![
+        ("helpful".to_owned(), 300, 0),
+        ("quality".to_owned(), 600, 150),
+    ];
+    assert_eq!(usage_counts(&scored), expected, "{scored}");
+    assert_eq!(scored["metricsUsage"][1]["metric"]["kind"], "SCALAR");
+    let (_, body) = client
+        .upload_small("scored-small", &scored_jsonl(6, 2))
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    assert_eq!(
+        usage_counts(&body["data"]["createDataset"]),
+        [("helpful".to_owned(), 3, 0), ("quality".to_owned(), 6, 2)]
+    );
+    // A key no metric of the project has is counted all the same, and shows once it has one.
+    create_metric(&server, "unregistered", "SCALAR").await;
+    let mut expected_now = expected;
+    expected_now.push(("unregistered".to_owned(), 200, 0));
+    assert_eq!(usage_counts(&client.describe("scored").await), expected_now);
     server.stop().await;
 }
 
@@ -658,44 +800,328 @@ async fn readers_list_and_download_but_do_not_upload() {
     server.stop().await;
 }
 
-/// A dataset whose processing stopped moving (its replica died) ends FAILED.
-#[tokio::test]
-async fn stalled_processing_is_marked_failed() {
-    let (database, server) = server_with_project(Backend::Sqlite).await;
-    let client = Client::admin(&server);
-    let (_, body) = client.upload_small("done", &jsonl(1)).await;
-    assert!(body["errors"].is_null(), "{body}");
-    let store = database.store().await;
-    let pool = store.raw_pool_for_tests();
-    sqlx::query("UPDATE datasets SET status = 'PROCESSING', updated_at = 0 WHERE key = 'done'")
-        .execute(&pool)
-        .await
-        .expect("stall it");
-    let location = server.data_dir().join("model_registry");
-    let storage = ModelStorage::open(&location.display().to_string(), &StoreEnv::default());
-    let uploads = Uploads::new(store.clone(), storage.clone(), UploadLimits::default());
-    let datasets = Datasets::new(store, storage, uploads);
-    let an_hour_ago = chrono::Utc::now().timestamp_millis() - 3_600_000;
-    assert_eq!(
-        datasets
-            .fail_stalled_since(an_hour_ago)
-            .await
-            .expect("sweep"),
-        1
-    );
-    let described = client
-        .graphql(
-            "{ dataset(idOrKey: \"done\", project: \"datasets\") { status error } }",
-            json!({}),
+// === resumable processing ===
+
+/// The chunked file the resume tests upload: scored, a few hundred kilobytes in 64 KiB parts.
+fn resume_file() -> Vec<u8> {
+    scored_jsonl(3000, 500)
+}
+
+const RESUME_PART_BYTES: usize = 64 * 1024;
+
+/// A control plane over an existing database and registry: a replica started again after
+/// another stopped. (Unlike [`TestServer`], it finds the admin bootstrapped already.)
+struct Replica {
+    running: RunningControlPlane,
+    _directory: tempfile::TempDir,
+}
+
+impl Replica {
+    async fn start(store: MetadataStore, storage: &TestStorage) -> Self {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let mut config = Config::for_test(directory.path());
+        let (url, store_env) = storage.model_registry().expect("a registry url");
+        config.harmony.shared_directory.url = Some(url.clone());
+        config.model_registry = Some(url);
+        let registry: SharedRegistry = std::sync::Arc::new(InProcessRegistry::new());
+        let control_plane = ControlPlane::from_parts_with_store_env(
+            config,
+            Secrets::default(),
+            store,
+            registry,
+            &store_env,
         )
+        .expect("control plane");
+        let admin = control_plane.bootstrap_admin().await.expect("bootstrap");
+        assert!(admin.is_none(), "the admin exists already");
+        let running = control_plane.start().await.expect("serve");
+        Self {
+            running,
+            _directory: directory,
+        }
+    }
+
+    fn client(&self, api_key: &str) -> Client {
+        Client::at(self.running.public_addr, api_key)
+    }
+
+    async fn stop(self) {
+        self.running.shutdown().await;
+    }
+}
+
+/// A first control plane on `backend` with the registry (parts and datasets) on `storage`, a
+/// project, and the metrics the resume file scores.
+async fn first_replica(backend: Backend, storage: &TestStorage) -> (TestDatabase, TestServer) {
+    let database = TestDatabase::create(backend).await;
+    let server = TestServer::start_with_model_registry(
+        database.store().await,
+        UploadLimits::default(),
+        storage.model_registry(),
+    )
+    .await;
+    create_project(&server).await;
+    create_metric(&server, "quality", "SCALAR").await;
+    create_metric(&server, "helpful", "BOOL").await;
+    (database, server)
+}
+
+/// What a replica that died mid-processing leaves: the session completed, the dataset row
+/// PROCESSING part way, claimed by a replica that is gone (its lease ran out), and the start of
+/// a copy at the dataset's object. Returns the dataset id.
+async fn leave_crash_state(
+    store: &MetadataStore,
+    storage: &TestStorage,
+    key: &str,
+    session_id: Option<&str>,
+) -> String {
+    let pool = store.raw_pool_for_tests();
+    let project_id: String = sqlx::query_scalar("SELECT id FROM projects WHERE key = $1")
+        .bind(PROJECT)
+        .fetch_one(&pool)
+        .await
+        .expect("project");
+    let now = chrono::Utc::now().timestamp_millis();
+    if let Some(session_id) = session_id {
+        sqlx::query("UPDATE upload_sessions SET completed_at = $2 WHERE id = $1")
+            .bind(session_id)
+            .bind(now)
+            .execute(&pool)
+            .await
+            .expect("complete the session");
+    }
+    let dataset_id = uuid::Uuid::new_v4().to_string();
+    sqlx::query(
+        "INSERT INTO datasets (id, project_id, key, name, kind, source, status, progress, \
+         upload_session_id, created_at, updated_at, claimed_by, claim_expires_at) \
+         VALUES ($1, $2, $3, $4, 'PROMPT', 'UPLOADED', 'PROCESSING', 0.4, $5, $6, $6, \
+         'a-replica-that-died', $7)",
+    )
+    .bind(&dataset_id)
+    .bind(&project_id)
+    .bind(key)
+    .bind(format!("{key} name"))
+    .bind(session_id)
+    .bind(now - 120_000)
+    .bind(now - 1_000)
+    .execute(&pool)
+    .await
+    .expect("insert the dataset row");
+    let objects = storage.model_storage().objects().expect("objects");
+    let path = objects.path(&format!(".datasets/{project_id}/{dataset_id}.jsonl"));
+    objects
+        .object_store()
+        .put(
+            &path,
+            b"{\"messages\": [{\"role\": \"user\", \"co".to_vec().into(),
+        )
+        .await
+        .expect("a partial copy");
+    dataset_id
+}
+
+/// Checks that a resumed dataset is READY with the whole file, its counts, and no parts left.
+async fn assert_resumed(client: &Client, storage: &TestStorage, dataset_id: &str, file: &[u8]) {
+    let processed = client.wait_processed(dataset_id).await;
+    assert_eq!(processed["status"], "DONE", "{processed}");
+    let dataset = client.describe(dataset_id).await;
+    let (status, _, bytes) = client
+        .download(dataset["downloadUrl"].as_str().expect("url"), "original")
         .await;
+    assert_eq!(status, 200);
+    assert!(bytes == file, "the whole file, byte for byte");
+    assert_eq!(dataset["records"], 3501);
     assert_eq!(
-        described["data"]["dataset"]["status"], "FAILED",
-        "{described}"
+        usage_counts(&dataset),
+        [
+            ("helpful".to_owned(), 1500, 0),
+            ("quality".to_owned(), 3000, 500)
+        ]
     );
-    assert!(described["data"]["dataset"]["error"]
-        .as_str()
-        .unwrap_or_default()
-        .contains("interrupted"));
+    wait_for(
+        "the parts to be removed",
+        Duration::from_secs(10),
+        || async { storage.objects_under(".uploads").await == 0 },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn sqlite_processing_cut_by_a_crash_resumes_after_a_restart() {
+    processing_cut_by_a_crash_resumes_after_a_restart(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_processing_cut_by_a_crash_resumes_after_a_restart() {
+    processing_cut_by_a_crash_resumes_after_a_restart(Backend::Postgres).await;
+}
+
+async fn processing_cut_by_a_crash_resumes_after_a_restart(backend: Backend) {
+    let storage = TestStorage::start(Storage::Local).await.expect("local");
+    let (database, first) = first_replica(backend, &storage).await;
+    let api_key = first.api_key.clone();
+    let file = resume_file();
+    let session_id = Client::admin(&first)
+        .upload_parts(&file, RESUME_PART_BYTES)
+        .await;
+    first.stop().await;
+    let store = database.store().await;
+    let dataset_id = leave_crash_state(&store, &storage, "crashed", Some(&session_id)).await;
+
+    let restarted = Replica::start(store, &storage).await;
+    let client = restarted.client(&api_key);
+    assert_resumed(&client, &storage, &dataset_id, &file).await;
+    restarted.stop().await;
+}
+
+#[tokio::test]
+async fn sqlite_processing_cut_by_a_stop_resumes_after_a_restart() {
+    processing_cut_by_a_stop_resumes_after_a_restart(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_processing_cut_by_a_stop_resumes_after_a_restart() {
+    processing_cut_by_a_stop_resumes_after_a_restart(Backend::Postgres).await;
+}
+
+/// The first control plane stops right after acknowledging the upload: its processing gives
+/// the dataset up (or, on a quick machine, finishes first), never fails it, and the next one
+/// ends it READY.
+async fn processing_cut_by_a_stop_resumes_after_a_restart(backend: Backend) {
+    let storage = TestStorage::start(Storage::Local).await.expect("local");
+    let (database, first) = first_replica(backend, &storage).await;
+    let api_key = first.api_key.clone();
+    let file = resume_file();
+    let created = Client::admin(&first)
+        .upload_chunked("stopped", &file, RESUME_PART_BYTES)
+        .await;
+    assert_eq!(created["status"], "PENDING", "{created}");
+    let dataset_id = created["datasetId"].as_str().expect("datasetId").to_owned();
+    first.stop().await;
+    let store = database.store().await;
+    let (status, claimed_by): (String, Option<String>) =
+        sqlx::query_as("SELECT status, claimed_by FROM datasets WHERE id = $1")
+            .bind(&dataset_id)
+            .fetch_one(&store.raw_pool_for_tests())
+            .await
+            .expect("dataset row");
+    assert_ne!(status, "FAILED");
+    assert!(
+        claimed_by.is_none(),
+        "the stopped replica gave its claim up"
+    );
+    if status != "READY" {
+        assert!(storage.objects_under(".uploads").await > 0, "parts kept");
+    }
+
+    let restarted = Replica::start(store, &storage).await;
+    let client = restarted.client(&api_key);
+    assert_resumed(&client, &storage, &dataset_id, &file).await;
+    restarted.stop().await;
+}
+
+/// Two replicas finding the same abandoned dataset: one takes it over, and it is processed
+/// once, to READY.
+#[tokio::test]
+async fn sqlite_racing_replicas_resume_a_dataset_once() {
+    racing_replicas_resume_a_dataset_once(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_racing_replicas_resume_a_dataset_once() {
+    racing_replicas_resume_a_dataset_once(Backend::Postgres).await;
+}
+
+async fn racing_replicas_resume_a_dataset_once(backend: Backend) {
+    let storage = TestStorage::start(Storage::Local).await.expect("local");
+    let (database, server) = first_replica(backend, &storage).await;
+    let api_key = server.api_key.clone();
+    let file = resume_file();
+    let session_id = Client::admin(&server)
+        .upload_parts(&file, RESUME_PART_BYTES)
+        .await;
+    // Only the two racers look for abandoned datasets.
     server.stop().await;
+    let store = database.store().await;
+    let dataset_id = leave_crash_state(&store, &storage, "raced", Some(&session_id)).await;
+    let replica = || {
+        let uploads = Uploads::new(
+            store.clone(),
+            storage.model_storage(),
+            UploadLimits::default(),
+        );
+        Datasets::new(store.clone(), storage.model_storage(), uploads)
+    };
+    let (one, other) = (replica(), replica());
+    let (one_report, other_report) = tokio::join!(one.resume_unclaimed(), other.resume_unclaimed());
+    let reports = [one_report.expect("resume"), other_report.expect("resume")];
+    let resumed: usize = reports.iter().map(|report| report.resumed).sum();
+    assert_eq!(resumed, 1, "{reports:?}");
+    let reader = Replica::start(store, &storage).await;
+    assert_resumed(&reader.client(&api_key), &storage, &dataset_id, &file).await;
+    for datasets in [one, other] {
+        datasets.stop().await;
+    }
+    reader.stop().await;
+}
+
+/// A dataset left mid-processing whose file cannot be had again ends FAILED, saying so: one
+/// sent whole in a request that was cut, and one whose parts were removed.
+#[tokio::test]
+async fn abandoned_datasets_without_their_file_are_marked_failed() {
+    let storage = TestStorage::start(Storage::Local).await.expect("local");
+    let (database, server) = first_replica(Backend::Sqlite, &storage).await;
+    let api_key = server.api_key.clone();
+    let session_id = Client::admin(&server).upload_parts(&jsonl(10), 512).await;
+    server.stop().await;
+    let store = database.store().await;
+    leave_crash_state(&store, &storage, "cut-request", None).await;
+    leave_crash_state(&store, &storage, "parts-removed", Some(&session_id)).await;
+    let parts = storage.model_storage().objects().expect("objects");
+    parts
+        .object_store()
+        .delete(&parts.path(&format!(".uploads/{session_id}/2")))
+        .await
+        .expect("remove a part");
+
+    let uploads = Uploads::new(
+        store.clone(),
+        storage.model_storage(),
+        UploadLimits::default(),
+    );
+    let datasets = Datasets::new(store.clone(), storage.model_storage(), uploads);
+    let report = datasets.resume_unclaimed().await.expect("resume");
+    assert_eq!(
+        report,
+        ResumeReport {
+            resumed: 1,
+            failed: 1,
+            deferred: 0
+        }
+    );
+    let reader = Replica::start(store, &storage).await;
+    let client = reader.client(&api_key);
+    for key in ["cut-request", "parts-removed"] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let failed = loop {
+            let described = client.status_of(key).await;
+            if described["status"] != "PROCESSING" {
+                break described;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{key}: {described}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(failed["status"], "FAILED", "{key}: {failed}");
+        let error = failed["error"].as_str().unwrap_or_default();
+        assert!(error.contains("upload the file again"), "{key}: {error}");
+        assert!(error.contains("gone"), "{key}: {error}");
+    }
+    wait_for(
+        "the remaining parts to be removed",
+        Duration::from_secs(10),
+        || async { storage.objects_under(".uploads").await == 0 },
+    )
+    .await;
+    datasets.stop().await;
+    reader.stop().await;
 }
