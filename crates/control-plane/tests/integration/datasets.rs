@@ -967,6 +967,14 @@ async fn processing_cut_by_a_crash_resumes_after_a_restart(backend: Backend) {
     first.stop().await;
     let store = database.store().await;
     let dataset_id = leave_crash_state(&store, &storage, "crashed", Some(&session_id)).await;
+    // However long the restart takes, the upload sweeper keeps the parts of a dataset that is
+    // not READY or FAILED yet.
+    let uploads = Uploads::new(
+        store.clone(),
+        storage.model_storage(),
+        UploadLimits::default(),
+    );
+    assert_eq!(uploads.remove_idle_since(i64::MAX).await.expect("sweep"), 0);
 
     let restarted = Replica::start(store, &storage).await;
     let client = restarted.client(&api_key);
@@ -1066,16 +1074,25 @@ async fn racing_replicas_resume_a_dataset_once(backend: Backend) {
 }
 
 /// A dataset left mid-processing whose file cannot be had again ends FAILED, saying so: one
-/// sent whole in a request that was cut, and one whose parts were removed.
+/// sent whole in a request that was cut, and one whose parts were removed. So does one whose
+/// processing died with its replica too many times.
 #[tokio::test]
 async fn abandoned_datasets_without_their_file_are_marked_failed() {
     let storage = TestStorage::start(Storage::Local).await.expect("local");
     let (database, server) = first_replica(Backend::Sqlite, &storage).await;
     let api_key = server.api_key.clone();
     let session_id = Client::admin(&server).upload_parts(&jsonl(10), 512).await;
+    let poisonous_session = Client::admin(&server).upload_parts(&jsonl(3), 512).await;
     server.stop().await;
     let store = database.store().await;
     leave_crash_state(&store, &storage, "cut-request", None).await;
+    let poisonous =
+        leave_crash_state(&store, &storage, "poisonous", Some(&poisonous_session)).await;
+    sqlx::query("UPDATE datasets SET expired_claims = 5 WHERE id = $1")
+        .bind(&poisonous)
+        .execute(&store.raw_pool_for_tests())
+        .await
+        .expect("five crashes before");
     leave_crash_state(&store, &storage, "parts-removed", Some(&session_id)).await;
     let parts = storage.model_storage().objects().expect("objects");
     parts
@@ -1095,7 +1112,7 @@ async fn abandoned_datasets_without_their_file_are_marked_failed() {
         report,
         ResumeReport {
             resumed: 1,
-            failed: 1,
+            failed: 2,
             deferred: 0
         }
     );
@@ -1116,6 +1133,10 @@ async fn abandoned_datasets_without_their_file_are_marked_failed() {
         assert!(error.contains("upload the file again"), "{key}: {error}");
         assert!(error.contains("gone"), "{key}: {error}");
     }
+    let poisoned = client.status_of("poisonous").await;
+    assert_eq!(poisoned["status"], "FAILED", "{poisoned}");
+    let error = poisoned["error"].as_str().unwrap_or_default();
+    assert!(error.contains("interrupted 6 times"), "{error}");
     wait_for(
         "the remaining parts to be removed",
         Duration::from_secs(10),
