@@ -4,13 +4,18 @@
 # Builds the gateway_bench example, starts (each its own process, 127.0.0.1 only):
 #   fake harmony  - fixed reply, streamed at once (adaptive-test-support; no model)
 #   gateway       - in front of the fake, interaction logging on (in-memory store)
+#   tcp-relay     - gateway_bench's byte-copying TCP relay in front of the fake: the floor for the
+#                   latency any proxy adds here (one more loopback hop each way, nothing parsed)
+#   nginx         - nginx as a plain HTTP reverse proxy in front of the fake (keep-alive upstream,
+#                   no access log, no buffering), when `nginx` is installed (apt-get install
+#                   nginx-light): a mature L7 proxy that does none of the gateway's work
 #   litellm proxy - PyPI litellm[proxy] in .cache/litellm-venv, model_list entry openai/chat-model
 #                   with api_base = the fake, no database, telemetry and callbacks off
 # then runs the closed-loop load generator against direct / gateway / litellm, prints a markdown
 # table, and stops everything. Results and how to read them: docs/benchmarks.md.
 #
 # Environment: REQUESTS (per point, default 5000), WARMUP (500), MAX_SECONDS (per point, 20),
-# CLIENTS (1,16,256), MODES (unary,stream), LITELLM_WORKERS (1), SKIP_LITELLM=1,
+# CLIENTS (1,16,256), MODES (unary,stream), LITELLM_WORKERS (1), SKIP_LITELLM=1, SKIP_NGINX=1,
 # BIN (a gateway_bench binary, to compare builds; default: build it),
 # CARGO_TARGET_DIR (default target), OUT_DIR (where logs and results.jsonl go; default a tmp dir).
 set -euo pipefail
@@ -41,9 +46,53 @@ start_server fake "$BIN" fake
 FAKE_URL=$SERVER_URL
 start_server gateway "$BIN" gateway --upstream "$FAKE_URL" --listen 127.0.0.1:0
 GATEWAY_URL=$SERVER_URL
-log "fake harmony at $FAKE_URL, gateway at $GATEWAY_URL"
+start_server relay "$BIN" relay --upstream "$FAKE_URL" --listen 127.0.0.1:0
+RELAY_URL=$SERVER_URL
+log "fake harmony at $FAKE_URL, gateway at $GATEWAY_URL, tcp relay at $RELAY_URL"
 
-TARGETS=(--target "direct=$FAKE_URL/v1" --target "gateway=$GATEWAY_URL/v1")
+TARGETS=(--target "direct=$FAKE_URL/v1" --target "tcp-relay=$RELAY_URL/v1")
+if [ "${SKIP_NGINX:-0}" != 1 ] && command -v nginx >/dev/null; then
+  NGINX_PORT=$(free_port)
+  mkdir -p "$OUT_DIR/nginx"
+  # Two workers (one per core, as the gateway's tokio runtime), keep-alive to the fake, no
+  # access log and no response buffering (SSE events are relayed as they arrive).
+  cat >"$OUT_DIR/nginx/nginx.conf" <<CONF
+daemon off;
+worker_processes 2;
+pid $OUT_DIR/nginx/nginx.pid;
+error_log $OUT_DIR/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream fake { server ${FAKE_URL#http://}; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / {
+      proxy_pass http://fake;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }
+  }
+}
+CONF
+  # In the foreground (daemon off), so that cleanup stops it with the other servers.
+  nginx -c "$OUT_DIR/nginx/nginx.conf" 2>"$OUT_DIR/nginx/start.err" &
+  PIDS+=($!)
+  for _ in $(seq 1 50); do
+    curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT/" && break
+    sleep 0.1
+  done
+  if curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT/"; then
+    log "nginx $(nginx -v 2>&1 | sed 's/.*nginx\///') at http://127.0.0.1:$NGINX_PORT"
+    TARGETS+=(--target "nginx=http://127.0.0.1:$NGINX_PORT/v1")
+  else
+    log "nginx did not start: $(cat "$OUT_DIR/nginx/start.err")"
+  fi
+else
+  log "nginx not measured (SKIP_NGINX=1, or not installed: apt-get install nginx-light)"
+fi
+TARGETS+=(--target "gateway=$GATEWAY_URL/v1")
 LITELLM_NOTE=""
 if [ "${SKIP_LITELLM:-0}" != 1 ]; then
   if [ ! -x "$VENV/bin/litellm" ]; then

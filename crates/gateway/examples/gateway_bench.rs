@@ -6,6 +6,8 @@
 //! ```text
 //! gateway_bench fake    [--listen ADDR]                     a FAKE harmony (fixed reply, streamed at once)
 //! gateway_bench gateway --upstream URL [--listen ADDR]      the gateway, interaction logging on
+//! gateway_bench relay   --upstream URL [--listen ADDR]      a byte-copying TCP relay: the floor
+//!                                                           for any proxy's added latency
 //! gateway_bench load    --target NAME=URL ... [options]     closed-loop load, prints a markdown table
 //! gateway_bench         [options]                           all of the above: spawns fake and gateway
 //!                                                           as child processes, then runs `load`
@@ -15,9 +17,10 @@
 //! `gateway --nodelay false` leaves Nagle's algorithm on for the client connections (axum's default).
 //! `fake` and `gateway` print `listening on http://ADDR` on stdout once ready and stop on
 //! SIGTERM or SIGINT; the gateway then drains its recorder and prints how many interactions it
-//! stored. The interaction store is in memory (a map keyed by completion id that keeps every
-//! record), so what is measured is the gateway's own work plus the recorder's queue, not a
-//! database. `benches/gateway-vs-litellm.sh` adds the LiteLLM proxy as a third target.
+//! stored. The interaction store is in memory (it keeps the completion ids, to count each
+//! interaction once, and drops the records), so what is measured is the gateway's own work plus
+//! the recorder's queue, not a database. `benches/gateway-vs-litellm.sh` adds the relay, nginx and the LiteLLM proxy as
+//! further targets.
 //!
 //! Load options: `--clients 1,16,256`, `--modes unary,stream`, `--requests N` per point,
 //! `--warmup N` per point, `--max-seconds S` per point (a point stops early past it), `--json
@@ -25,7 +28,7 @@
 //! direct and proxied numbers see the same background load; the first target is the baseline
 //! that "added" latency is computed against.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -51,13 +54,16 @@ type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 fn main() -> BenchResult<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (role, rest) = match args.first().map(String::as_str) {
-        Some(role @ ("fake" | "gateway" | "load")) => (role.to_owned(), args[1..].to_vec()),
+        Some(role @ ("fake" | "gateway" | "relay" | "load")) => {
+            (role.to_owned(), args[1..].to_vec())
+        }
         _ => ("all".to_owned(), args),
     };
     let options = Options::parse(&rest)?;
     match role.as_str() {
         "fake" => runtime(None)?.block_on(serve_fake()),
         "gateway" => runtime(options.workers)?.block_on(serve_gateway(options)),
+        "relay" => runtime(options.workers)?.block_on(serve_tcp_relay(options)),
         "load" => runtime(None)?.block_on(run_load(options)),
         _ => run_all(options),
     }
@@ -214,24 +220,23 @@ impl Directory for BenchDirectory {
     }
 }
 
-/// Keeps every record, idempotent on the completion id, like the control plane's store.
+/// Stands in for the control plane's database: takes each batch, keeps the completion ids to
+/// check that every interaction arrives once, and lets the records go, as a store that has
+/// written them would. (Keeping every record in memory made the bench measure the heap
+/// growing: page faults and `mprotect` calls that neither the gateway nor a database pays.)
 #[derive(Default)]
 struct MemoryStore {
-    records: Mutex<HashMap<uuid::Uuid, InteractionRecord>>,
+    completion_ids: Mutex<HashSet<uuid::Uuid>>,
 }
 
 #[async_trait::async_trait]
 impl InteractionStore for MemoryStore {
     async fn store_interactions(&self, batch: &[InteractionRecord]) -> Result<(), StoreError> {
-        let mut records = self
-            .records
+        let mut completion_ids = self
+            .completion_ids
             .lock()
             .map_err(|_| StoreError("store lock poisoned".into()))?;
-        for record in batch {
-            records
-                .entry(record.completion_id)
-                .or_insert_with(|| record.clone());
-        }
+        completion_ids.extend(batch.iter().map(|record| record.completion_id));
         Ok(())
     }
 }
@@ -284,11 +289,48 @@ async fn serve_gateway(options: Options) -> BenchResult<()> {
         .await?;
     let written = recorder.shutdown(Duration::from_secs(10)).await;
     let stored = store
-        .records
+        .completion_ids
         .lock()
-        .map(|records| records.len())
+        .map(|completion_ids| completion_ids.len())
         .unwrap_or(0);
     eprintln!("gateway: {written} interactions written, {stored} distinct stored");
+    Ok(())
+}
+
+/// The floor for any proxy: a layer-4 relay that copies bytes between each accepted
+/// connection and its own connection to the upstream, parsing nothing. Whatever it adds over
+/// calling the upstream directly is the price of one more loopback hop each way (system calls,
+/// wake-ups, scheduling) on this machine, which no HTTP gateway can go below.
+async fn serve_tcp_relay(options: Options) -> BenchResult<()> {
+    let upstream = options
+        .upstream
+        .ok_or("relay needs --upstream URL (the fake harmony)")?;
+    let upstream_addr = upstream
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let listener = tokio::net::TcpListener::bind(&options.listen).await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    let accept_loop = async {
+        loop {
+            let (mut client, _) = listener.accept().await?;
+            let upstream_addr = upstream_addr.clone();
+            tokio::spawn(async move {
+                let _ = client.set_nodelay(true);
+                let Ok(mut server) = tokio::net::TcpStream::connect(&upstream_addr).await else {
+                    return;
+                };
+                let _ = server.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), std::io::Error>(())
+    };
+    tokio::select! {
+        result = accept_loop => result?,
+        _ = wait_for_stop_signal() => {}
+    }
     Ok(())
 }
 
@@ -338,12 +380,15 @@ impl ChildServer {
 fn run_all(options: Options) -> BenchResult<()> {
     let fake = ChildServer::spawn(&["fake"])?;
     let gateway = ChildServer::spawn(&["gateway", "--upstream", &fake.url])?;
+    let relay = ChildServer::spawn(&["relay", "--upstream", &fake.url])?;
     let mut load_options = options;
     load_options.targets = vec![
         ("direct".into(), format!("{}/v1", fake.url)),
+        ("tcp-relay".into(), format!("{}/v1", relay.url)),
         ("gateway".into(), format!("{}/v1", gateway.url)),
     ];
     let outcome = runtime(None)?.block_on(run_load(load_options));
+    relay.stop()?;
     gateway.stop()?;
     fake.stop()?;
     outcome
