@@ -167,6 +167,7 @@ def test_sdk_chat_with_and_without_stream_is_recorded_as_interactions(sdk):
     assert completion_id in recorded()
     interaction = sdk.interactions.get(completion_id, project="default")
     assert interaction is not None and interaction.completion == response.choices[0].message.content
+    assert [message.content for message in interaction.chat_messages] == [message["content"] for message in QUESTION]
 
 
 def global_usage(sdk) -> dict:

@@ -230,10 +230,13 @@ fn to_new_usage(record: &InteractionRecord) -> NewUsage {
 
 fn to_new_interaction(record: &InteractionRecord) -> NewInteraction {
     let chat_messages = record
-        .messages
-        .as_array()
-        .map(|messages| messages.iter().map(message_text).collect())
-        .unwrap_or_default();
+        .message_texts()
+        .into_iter()
+        .map(|message| ChatMessage {
+            role: message.role,
+            content: message.content,
+        })
+        .collect();
     let mut labels: Vec<Label> = record
         .labels
         .iter()
@@ -267,25 +270,6 @@ fn to_new_interaction(record: &InteractionRecord) -> NewInteraction {
         completion_tokens: record.usage.completion_tokens as i64,
         created_at: record.created_at.timestamp_millis(),
     }
-}
-
-/// Chat content may be a string or an array of parts; the store keeps the text.
-fn message_text(message: &serde_json::Value) -> ChatMessage {
-    let role = message
-        .get("role")
-        .and_then(|role| role.as_str())
-        .unwrap_or("user")
-        .to_owned();
-    let content = match message.get("content") {
-        Some(serde_json::Value::String(text)) => text.clone(),
-        Some(serde_json::Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|part| part.get("text").and_then(|text| text.as_str()))
-            .collect::<Vec<_>>()
-            .join(""),
-        _ => String::new(),
-    };
-    ChatMessage { role, content }
 }
 
 /// Shared ownership for the gateway state.

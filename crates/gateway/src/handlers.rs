@@ -430,7 +430,7 @@ fn build_record(
         messages: if stored {
             std::mem::take(&mut request.messages)
         } else {
-            serde_json::Value::Null
+            crate::JsonText::null()
         },
         completion: if stored { parts.text } else { String::new() },
         finish_reason: parts.finish_reason,

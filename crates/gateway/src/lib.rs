@@ -35,8 +35,8 @@ use std::time::Duration;
 
 pub use balancer::{Balancer, BalancerConfig, Lease, RouteHints};
 pub use directory::{
-    Caller, Directory, InteractionRecord, InteractionStore, ModelListing, Replica, ResolvedModel,
-    StoreError, Usage,
+    Caller, Directory, InteractionRecord, InteractionStore, JsonText, MessageText, ModelListing,
+    Replica, ResolvedModel, StoreError, Usage,
 };
 pub use error::GatewayError;
 pub use metrics::GatewayMetrics;

@@ -30,7 +30,7 @@ impl<'de> Deserialize<'de> for RawObject<'de> {
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut fields: Vec<ReadField<'de>> = Vec::with_capacity(16);
-                while let Some((FieldName(key), value)) = map.next_entry()? {
+                while let Some((JsonStr(key), value)) = map.next_entry()? {
                     if let Some(repeated) = fields.iter().position(|(existing, _)| *existing == key)
                     {
                         fields.remove(repeated);
@@ -44,29 +44,40 @@ impl<'de> Deserialize<'de> for RawObject<'de> {
     }
 }
 
-/// A field name, borrowed from the body unless it has escapes.
-struct FieldName<'a>(Cow<'a, str>);
+/// A JSON string (a field name or a value), borrowed from the body unless it has escapes.
+/// (`Cow<str>`'s own `Deserialize` always copies.)
+pub struct JsonStr<'a>(pub Cow<'a, str>);
 
-impl<'de> Deserialize<'de> for FieldName<'de> {
+impl<'de> Deserialize<'de> for JsonStr<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct NameVisitor;
-        impl<'de> Visitor<'de> for NameVisitor {
-            type Value = FieldName<'de>;
+        struct StrVisitor;
+        impl<'de> Visitor<'de> for StrVisitor {
+            type Value = JsonStr<'de>;
 
             fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                formatter.write_str("a field name")
+                formatter.write_str("a string")
             }
 
-            fn visit_borrowed_str<E>(self, name: &'de str) -> Result<Self::Value, E> {
-                Ok(FieldName(Cow::Borrowed(name)))
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Self::Value, E> {
+                Ok(JsonStr(Cow::Borrowed(text)))
             }
 
-            fn visit_str<E>(self, name: &str) -> Result<Self::Value, E> {
-                Ok(FieldName(Cow::Owned(name.to_owned())))
+            fn visit_str<E>(self, text: &str) -> Result<Self::Value, E> {
+                Ok(JsonStr(Cow::Owned(text.to_owned())))
             }
         }
-        deserializer.deserialize_str(NameVisitor)
+        deserializer.deserialize_str(StrVisitor)
     }
+}
+
+/// The text of a JSON string value; `None` when `value` is not a string.
+pub fn string_value(value: &RawValue) -> Option<Cow<'_, str>> {
+    if !value.get().starts_with('"') {
+        return None;
+    }
+    serde_json::from_str::<JsonStr<'_>>(value.get())
+        .ok()
+        .map(|text| text.0)
 }
 
 impl<'a> RawObject<'a> {

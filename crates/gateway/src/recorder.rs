@@ -194,7 +194,9 @@ mod tests {
                 api_key_id: Some("k".into()),
             },
             kind: "chat".into(),
-            messages: serde_json::json!([{"role": "user", "content": format!("hello {index}")}]),
+            messages: crate::JsonText::from_value(
+                &serde_json::json!([{"role": "user", "content": format!("hello {index}")}]),
+            ),
             completion: "hi".into(),
             finish_reason: Some("stop".into()),
             labels: Default::default(),

@@ -11,10 +11,11 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::raw_json::{write_read_field, RawObject, ReadField};
-use crate::GatewayError;
+use crate::raw_json::{self, write_read_field, RawObject, ReadField};
+use crate::{GatewayError, JsonText};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InferenceKind {
@@ -54,8 +55,9 @@ pub struct ValidInferenceRequest {
     pub labels: BTreeMap<String, String>,
     pub tags: Vec<String>,
     pub metadata: Value,
-    /// Messages (chat) or `[{"role":"user","content":prompt}]` (completion), for the record.
-    pub messages: Value,
+    /// Messages (chat) as the client wrote them, or `[{"role":"user","content":prompt}]`
+    /// (completion), for the record.
+    pub messages: JsonText,
     /// The prompt text used for prefix affinity and cost estimates.
     pub prompt_text: String,
     pub estimated_tokens: u64,
@@ -90,10 +92,11 @@ const PARAMETER_FIELDS: [&str; 12] = [
     "response_format",
 ];
 
-/// The fields the gateway reads, each parsed into a value; every other field is only forwarded.
-/// A field is looked up by name once, while the body is scanned.
+/// The fields the gateway reads, each parsed into a value (but `messages`, checked on its text);
+/// every other field is only forwarded. A field is looked up by name once, while the body is
+/// scanned.
 #[derive(Default)]
-struct ReadFields {
+struct ReadFields<'a> {
     model: Option<Value>,
     stream: Option<Value>,
     stream_options: Option<Value>,
@@ -102,16 +105,20 @@ struct ReadFields {
     labels: Option<Value>,
     tags: Option<Value>,
     metadata: Option<Value>,
-    messages: Option<Value>,
+    messages: Option<&'a RawValue>,
     prompt: Option<Value>,
     /// Indexed like [`PARAMETER_FIELDS`].
     parameters: [Option<Value>; PARAMETER_FIELDS.len()],
 }
 
-impl ReadFields {
-    fn collect(fields: &[ReadField<'_>]) -> Self {
+impl<'a> ReadFields<'a> {
+    fn collect(fields: &[ReadField<'a>]) -> Self {
         let mut read = ReadFields::default();
         for (name, raw) in fields {
+            if name == "messages" {
+                read.messages = Some(raw);
+                continue;
+            }
             let slot = match name.as_ref() {
                 "model" => &mut read.model,
                 "stream" => &mut read.stream,
@@ -121,7 +128,6 @@ impl ReadFields {
                 "labels" => &mut read.labels,
                 "tags" => &mut read.tags,
                 "metadata" => &mut read.metadata,
-                "messages" => &mut read.messages,
                 "prompt" => &mut read.prompt,
                 other => match PARAMETER_FIELDS.iter().position(|field| *field == other) {
                     Some(index) => &mut read.parameters[index],
@@ -247,7 +253,7 @@ pub fn validate(kind: InferenceKind, body: &[u8]) -> Result<ValidInferenceReques
         };
 
     let (messages, prompt_text) = match kind {
-        InferenceKind::Chat => chat_messages(read.messages.take())?,
+        InferenceKind::Chat => chat_messages(read.messages)?,
         InferenceKind::Completion => completion_prompt(read.prompt.as_ref())?,
     };
     let estimated_tokens =
@@ -332,53 +338,78 @@ fn parse_labels(
     Ok(labels)
 }
 
-fn chat_messages(messages: Option<Value>) -> Result<(Value, String), GatewayError> {
-    let Some(Value::Array(messages)) = messages else {
-        return Err(invalid(
-            "messages",
-            "'messages' is required and must be an array",
-        ));
-    };
-    if messages.is_empty() {
+/// Checks `messages` on its JSON text, without building a tree of it: an array of objects,
+/// each with a string `role`, and a `content` that is a string, an array of parts or null. Returns
+/// the text as sent, for the record, and the prompt text (every message's text, one per line),
+/// for prefix affinity and the cost estimate.
+fn chat_messages(messages: Option<&RawValue>) -> Result<(JsonText, String), GatewayError> {
+    let not_an_array = || invalid("messages", "'messages' is required and must be an array");
+    let messages = messages.ok_or_else(not_an_array)?;
+    let items: Vec<&RawValue> = serde_json::from_str(messages.get()).map_err(|_| not_an_array())?;
+    if items.is_empty() {
         return Err(invalid("messages", "'messages' must not be empty"));
     }
-    let mut prompt_text = String::new();
-    for (index, message) in messages.iter().enumerate() {
-        let Value::Object(fields) = message else {
+    let mut prompt_text = String::with_capacity(messages.get().len());
+    for (index, message) in items.iter().enumerate() {
+        let Ok(message) = RawObject::parse_str(message.get()) else {
             return Err(invalid(
                 "messages",
                 &format!("messages[{index}] must be an object"),
             ));
         };
-        if !matches!(fields.get("role"), Some(Value::String(_))) {
+        if !message
+            .get("role")
+            .is_some_and(|role| role.get().starts_with('"'))
+        {
             return Err(invalid(
                 "messages",
                 &format!("messages[{index}].role must be a string"),
             ));
         }
-        match fields.get("content") {
-            Some(Value::String(text)) => prompt_text.push_str(text),
-            Some(Value::Array(parts)) => {
-                for part in parts {
-                    if let Some(Value::String(text)) = part.get("text") {
-                        prompt_text.push_str(text);
-                    }
-                }
-            }
-            None | Some(Value::Null) => {}
-            Some(_) => {
-                return Err(invalid(
+        if let Some(content) = message.get("content") {
+            append_content_text(content, &mut prompt_text).map_err(|NotContent| {
+                invalid(
                     "messages",
                     &format!("messages[{index}].content must be a string or an array of parts"),
-                ))
-            }
+                )
+            })?;
         }
         prompt_text.push('\n');
     }
-    Ok((Value::Array(messages), prompt_text))
+    Ok((JsonText::from_raw(messages), prompt_text))
 }
 
-fn completion_prompt(prompt: Option<&Value>) -> Result<(Value, String), GatewayError> {
+/// A message `content` that is neither a string, an array of parts nor null.
+pub(crate) struct NotContent;
+
+/// Appends the text of a chat message's `content`: the string itself, or the `text` of each
+/// part of an array (parts without text, such as images, add nothing); null adds nothing.
+pub(crate) fn append_content_text(content: &RawValue, out: &mut String) -> Result<(), NotContent> {
+    match content.get().as_bytes().first() {
+        Some(b'"') => {
+            out.push_str(&raw_json::string_value(content).ok_or(NotContent)?);
+            Ok(())
+        }
+        Some(b'[') => {
+            let parts: Vec<&RawValue> =
+                serde_json::from_str(content.get()).map_err(|_| NotContent)?;
+            for part in parts {
+                let text = RawObject::parse_str(part.get())
+                    .ok()
+                    .and_then(|part| part.get("text"))
+                    .and_then(raw_json::string_value);
+                if let Some(text) = text {
+                    out.push_str(&text);
+                }
+            }
+            Ok(())
+        }
+        Some(b'n') => Ok(()),
+        _ => Err(NotContent),
+    }
+}
+
+fn completion_prompt(prompt: Option<&Value>) -> Result<(JsonText, String), GatewayError> {
     let prompt = match prompt {
         Some(Value::String(prompt)) => prompt.clone(),
         Some(Value::Array(items)) if items.len() == 1 && items[0].is_string() => {
@@ -397,10 +428,8 @@ fn completion_prompt(prompt: Option<&Value>) -> Result<(Value, String), GatewayE
             ))
         }
     };
-    Ok((
-        serde_json::json!([{"role": "user", "content": prompt}]),
-        prompt,
-    ))
+    let messages = JsonText::from_value(&serde_json::json!([{"role": "user", "content": prompt}]));
+    Ok((messages, prompt))
 }
 
 #[cfg(test)]
@@ -473,6 +502,10 @@ mod tests {
             json!({"model": "p", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}),
             json!({"model": "p", "messages": [{"role": "user", "content": "x"}], "max_tokens": -1}),
             json!({"model": "p", "messages": [{"role": "user", "content": "x"}], "labels": {"a": 1}}),
+            json!({"model": "p", "messages": [3]}),
+            json!({"model": "p", "messages": [{"role": 1, "content": "x"}]}),
+            json!({"model": "p", "messages": [{"role": "user", "content": 5}]}),
+            json!({"model": "p", "messages": [{"role": "user", "content": {"text": "x"}}]}),
         ];
         for case in cases {
             let error = validate_json(InferenceKind::Chat, case.clone()).expect_err("invalid");
@@ -485,6 +518,25 @@ mod tests {
     }
 
     #[test]
+    fn messages_are_recorded_as_sent_and_read_as_text() {
+        let messages = r#"[{"role":"system","content":"Be br\u0069ef."},{"role":"user","content":[{"type":"text","text":"Hi "},{"type":"image_url","image_url":{"url":"x"}},{"type":"text","text":"there"}],"name":"ann"},{"role":"assistant","content":null,"tool_calls":[{"id":"c1"}]}]"#;
+        let body = format!(r#"{{"model":"p","messages":{messages}}}"#);
+        let request = validate(InferenceKind::Chat, body.as_bytes()).expect("valid");
+        assert_eq!(
+            request.messages.get(),
+            messages,
+            "kept as the client wrote it"
+        );
+        assert_eq!(request.prompt_text, "Be brief.\nHi there\n\n");
+        let upstream: Value =
+            serde_json::from_slice(&request.upstream_body("m")).expect("valid JSON");
+        assert_eq!(
+            upstream["messages"],
+            serde_json::from_str::<Value>(messages).expect("JSON")
+        );
+    }
+
+    #[test]
     fn completion_prompt_becomes_a_user_message_for_the_record() {
         let request = validate_json(
             InferenceKind::Completion,
@@ -492,7 +544,7 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(
-            request.messages,
+            request.messages.to_value(),
             json!([{"role": "user", "content": "Once upon"}])
         );
         assert_eq!(request.prompt_text, "Once upon");

@@ -4,7 +4,7 @@
 //! the projects it may read; score aggregates per metric and model.
 
 use adaptive_control_plane::inference_adapters::StoreInteractionSink;
-use adaptive_gateway::{Caller, InteractionRecord, InteractionStore, Usage};
+use adaptive_gateway::{Caller, InteractionRecord, InteractionStore, JsonText, Usage};
 use chrono::{TimeZone, Utc};
 use serde_json::{json, Value};
 
@@ -103,9 +103,9 @@ fn record(
         },
         kind: "chat".into(),
         messages: if stored {
-            json!([{"role": "user", "content": "hello"}])
+            JsonText::from_value(&json!([{"role": "user", "content": "hello"}]))
         } else {
-            Value::Null
+            JsonText::null()
         },
         completion: if stored { "hi".into() } else { String::new() },
         finish_reason: Some("stop".into()),
