@@ -375,31 +375,17 @@ impl Shaper {
         // Choices are objects: read them in the same pass as the array. Only an array holding
         // something else is read again, to copy what is not an object as it is.
         if let Ok(objects) = serde_json::from_str::<Vec<RawObject>>(choices.get()) {
-            parts.usage_only = objects.is_empty();
-            write_read_name(out, field);
-            out.push(b'[');
-            for (position, choice) in objects.iter().enumerate() {
-                if position > 0 {
-                    out.push(b',');
-                }
-                self.shape_choice_object(choice, mode, parts, out);
-            }
-            out.push(b']');
+            write_choice_array(field, &objects, parts, out, |choice, parts, out| {
+                self.shape_choice_object(choice, mode, parts, out)
+            });
             return true;
         }
         let Ok(values) = serde_json::from_str::<Vec<&RawValue>>(choices.get()) else {
             return false;
         };
-        parts.usage_only = values.is_empty();
-        write_read_name(out, field);
-        out.push(b'[');
-        for (position, choice) in values.iter().enumerate() {
-            if position > 0 {
-                out.push(b',');
-            }
-            self.shape_choice(choice, mode, parts, out);
-        }
-        out.push(b']');
+        write_choice_array(field, &values, parts, out, |choice, parts, out| {
+            self.shape_choice(choice, mode, parts, out)
+        });
         true
     }
 
@@ -526,6 +512,27 @@ impl Shaper {
             out.pop();
         }
     }
+}
+
+/// Writes `"choices":[…]`, each choice by `write_choice`; an empty array marks a usage-only
+/// chunk.
+fn write_choice_array<T>(
+    field: &ReadField<'_>,
+    choices: &[T],
+    parts: &mut ShapedParts,
+    out: &mut Vec<u8>,
+    mut write_choice: impl FnMut(&T, &mut ShapedParts, &mut Vec<u8>),
+) {
+    parts.usage_only = choices.is_empty();
+    write_read_name(out, field);
+    out.push(b'[');
+    for (position, choice) in choices.iter().enumerate() {
+        if position > 0 {
+            out.push(b',');
+        }
+        write_choice(choice, parts, out);
+    }
+    out.push(b']');
 }
 
 /// The string `value` holds; `None` for `null` (the usual `finish_reason` of a stream chunk,
