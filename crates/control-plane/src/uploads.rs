@@ -32,7 +32,9 @@
 //!   are refused with `conflict`.
 //! - Sessions without a part received for [`UploadLimits::idle_ttl`] (completed ones included)
 //!   are removed, objects first, then rows, by [`Uploads::spawn_sweeper`] in every replica (two
-//!   replicas removing the same session is harmless).
+//!   replicas removing the same session is harmless), except the sessions of datasets still
+//!   pending or processing: their parts are the only copy of an acknowledged file until the
+//!   dataset is READY or FAILED (see [`crate::datasets`]).
 
 use std::time::Duration;
 
