@@ -56,9 +56,9 @@ fn main() -> anyhow::Result<()> {
         .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
         .unwrap_or_else(|| vec![1, 4, 16]);
     let decode_steps: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(32);
-    let device = match args.get(4).map(String::as_str) {
-        Some("cuda") => DeviceChoice::Cuda(0),
-        _ => DeviceChoice::Cpu,
+    let device: DeviceChoice = match args.get(4) {
+        Some(device) => device.parse().map_err(anyhow::Error::msg)?,
+        None => DeviceChoice::Cpu,
     };
     let prompt_tokens: usize = args
         .iter()

@@ -88,6 +88,47 @@ pub enum DeviceChoice {
     Cuda(usize),
 }
 
+impl DeviceChoice {
+    /// Whether this build can run models on CUDA devices (the `cuda` feature).
+    pub const CUDA_BUILT: bool = cfg!(feature = "cuda");
+
+    /// The device a replica with `gpu_count` GPUs uses unless told otherwise: the first GPU
+    /// when it has one and this build has CUDA, else the CPU.
+    pub fn default_for(gpu_count: usize) -> Self {
+        if gpu_count > 0 && Self::CUDA_BUILT {
+            Self::Cuda(0)
+        } else {
+            Self::Cpu
+        }
+    }
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = String;
+
+    /// `cpu`, `cuda` (the first CUDA device) or `cuda:N`.
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        let value = value.trim().to_ascii_lowercase();
+        match value.as_str() {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda(0)),
+            other => match other.strip_prefix("cuda:").map(str::parse) {
+                Some(Ok(ordinal)) => Ok(Self::Cuda(ordinal)),
+                _ => Err(format!("'{other}' is not one of cpu, cuda, cuda:N")),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceChoice {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Cpu => formatter.write_str("cpu"),
+            Self::Cuda(ordinal) => write!(formatter, "cuda:{ordinal}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     pub kv_cache: KvCacheSize,

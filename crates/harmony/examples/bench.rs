@@ -1,6 +1,6 @@
 //! The engine benchmark without the whole `adaptive` binary (quicker to build in release):
 //! `cargo run --release -p adaptive-harmony --example bench -- [model] [skip,list]`, with
-//! `HARMONY_CPU_MATMUL` read like `adaptive harmony` does.
+//! `HARMONY_DEVICE` and `HARMONY_CPU_MATMUL` read like `adaptive harmony` does.
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -11,6 +11,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(skip) = arguments.next() {
         options.skip = skip.split(',').map(str::to_owned).collect();
+    }
+    if let Ok(value) = std::env::var("HARMONY_DEVICE") {
+        options.device = value.parse()?;
     }
     if let Ok(value) = std::env::var("HARMONY_CPU_MATMUL") {
         options.cpu_matmul = value.parse()?;

@@ -29,6 +29,8 @@ pub struct BenchOptions {
     pub kv_cache_tokens: u32,
     /// Benchmarks to skip: any of `prompt`, `decode`, `ttft`, `prefix`.
     pub skip: Vec<String>,
+    /// Where the model runs (`HARMONY_DEVICE`'s values).
+    pub device: adaptive_engine_models::DeviceChoice,
     /// How GGUF matrices run on CPU (`HARMONY_CPU_MATMUL`'s values).
     pub cpu_matmul: adaptive_engine_models::QuantizedMatmul,
 }
@@ -45,6 +47,7 @@ impl Default for BenchOptions {
             max_batched_tokens: 512,
             kv_cache_tokens: 65536,
             skip: Vec::new(),
+            device: adaptive_engine_models::DeviceChoice::Cpu,
             cpu_matmul: adaptive_engine_models::QuantizedMatmul::Auto,
         }
     }
@@ -144,6 +147,7 @@ fn ttft(timed: &Timed) -> Duration {
 /// Runs the benchmarks, printing each result as it comes; returns `(benchmark, result)` rows.
 pub async fn run_bench(args: BenchOptions) -> Result<Vec<(String, String)>, BenchError> {
     let loader = DefaultModelLoader {
+        device: args.device,
         cpu_matmul: args.cpu_matmul,
         ..DefaultModelLoader::default()
     };

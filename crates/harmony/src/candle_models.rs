@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use adaptive_api_types::harmony::SpawnModel;
 use adaptive_api_types::openai::ChatMessage;
-use adaptive_engine_models::{ChatTemplateInput, KvCacheSize, LoadOptions, QuantizedMatmul};
+use adaptive_engine_models::{
+    ChatTemplateInput, DeviceChoice, KvCacheSize, LoadOptions, QuantizedMatmul,
+};
 
 use crate::fake_model::PlainChatTemplate;
 use crate::model::{ChatTemplate, LoadedModel, ModelError, ModelInfo, TextTokenizer};
@@ -17,6 +19,7 @@ const BLOCK_SIZE: usize = 16;
 pub fn load(
     path: &Path,
     request: &SpawnModel,
+    device: DeviceChoice,
     cpu_matmul: QuantizedMatmul,
 ) -> Result<LoadedModel, ModelError> {
     let defaults = LoadOptions::default();
@@ -26,6 +29,7 @@ pub fn load(
         }),
         block_size: BLOCK_SIZE,
         max_seq_len: request.max_seq_len.map(|len| len as usize),
+        device,
         quantized_matmul: cpu_matmul,
         ..defaults
     };

@@ -19,6 +19,7 @@
 //! | `HARMONY_MAX_BATCHED_TOKENS` | tokens per forward pass | 512 |
 //! | `HARMONY_MAX_QUEUED_SEQUENCES` | waiting requests before `overloaded` | 256 |
 //! | `HARMONY_DRAIN_GRACE_SECONDS` | time to finish in-flight work on shutdown | 30 |
+//! | `HARMONY_DEVICE` | where models run: `cpu`, `cuda` (the first GPU) or `cuda:N`; a CUDA device needs a build with the `cuda` feature | `cuda:0` when `GPU_COUNT` > 0 and the build has CUDA, else `cpu` |
 //! | `HARMONY_CPU_MATMUL` | how GGUF weight matrices run on CPU: `auto` (f32 for models up to ~500M parameters, the integer kernel for larger Q4 models), `int8` (Q4_0/Q4_1/Q8_0 matrices in the integer kernel with 8-bit activations, as llama.cpp computes: faster prefill and batched decode, a quarter of the memory), `quantized` (candle's kernels) or `f32` | `auto` |
 //! | `CAPACITY_RESERVATION_END` | end of the EC2 Capacity Block the replica runs on (RFC 3339; the chart sets it for pools with `capacityReservation.endTime`): reported at registration (`capacity_ends_at`), shown in `/health` and `/metrics`, and the replica drains ahead of it | none |
 //! | `HARMONY_SETTING_DRAIN_BEFORE_RESERVATION_END_SECS` | how long before `CAPACITY_RESERVATION_END` the replica drains (no new requests, in-flight ones finish within the drain grace, then it deregisters and stays up, unready, until stopped) | `2700` (45 min: EC2 starts terminating a block's instances 30 min before its end, Karpenter drains the nodes from 40 min) |
@@ -29,7 +30,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use adaptive_api_types::harmony::SpawnModel;
-use adaptive_engine_models::QuantizedMatmul;
+use adaptive_engine_models::{DeviceChoice, QuantizedMatmul};
 use adaptive_registry::StoreEnv;
 
 pub const DEFAULT_PORT: u16 = 50053;
@@ -160,6 +161,8 @@ pub struct HarmonyConfig {
     pub capacity_reservation: Option<CapacityReservation>,
     /// Between registration attempts until the control plane answers with its interval.
     pub registration_retry: Duration,
+    /// Where models run (`HARMONY_DEVICE`).
+    pub device: DeviceChoice,
     /// How GGUF matrices run on CPU (`HARMONY_CPU_MATMUL`).
     pub cpu_matmul: QuantizedMatmul,
 }
@@ -185,6 +188,7 @@ impl HarmonyConfig {
             drain_grace: Duration::from_secs(5),
             capacity_reservation: None,
             registration_retry: Duration::from_millis(200),
+            device: DeviceChoice::Cpu,
             cpu_matmul: QuantizedMatmul::Auto,
         }
     }
@@ -218,6 +222,8 @@ impl HarmonyConfig {
             gpu_count: parse_number(get("GPU_COUNT"), "GPU_COUNT", 0)?,
             advertised_url,
         };
+        // Read before `identity` moves into the config below.
+        let default_device = DeviceChoice::default_for(identity.gpu_count as usize);
         let preload_models = match get("HARMONY_PRELOAD_MODELS") {
             Some(list) => parse_model_list(list)?,
             None => Vec::new(),
@@ -259,6 +265,10 @@ impl HarmonyConfig {
             drain_grace: Duration::from_secs(drain_grace_seconds),
             capacity_reservation: capacity_reservation(env)?,
             registration_retry: Duration::from_secs(2),
+            device: match get("HARMONY_DEVICE") {
+                Some(value) => parse_device(value)?,
+                None => default_device,
+            },
             cpu_matmul: match get("HARMONY_CPU_MATMUL") {
                 Some(value) => value.parse().map_err(|reason| ConfigError {
                     variable: "HARMONY_CPU_MATMUL",
@@ -403,6 +413,22 @@ pub fn parse_model_list(list: &str) -> Result<Vec<SpawnModel>, ConfigError> {
         .collect()
 }
 
+/// `HARMONY_DEVICE`, refused at startup (not at the first model load) when it names a CUDA
+/// device this build cannot drive.
+fn parse_device(value: &str) -> Result<DeviceChoice, ConfigError> {
+    let error = |reason: String| ConfigError {
+        variable: "HARMONY_DEVICE",
+        reason,
+    };
+    let device: DeviceChoice = value.parse().map_err(error)?;
+    if matches!(device, DeviceChoice::Cuda(_)) && !DeviceChoice::CUDA_BUILT {
+        return Err(error(format!(
+            "'{device}' needs a build with the `cuda` feature; this one runs models on the CPU only"
+        )));
+    }
+    Ok(device)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,6 +438,43 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn device_is_parsed_checked_and_follows_the_gpu_count() {
+        let parse = |pairs: &[(&str, &str)]| HarmonyConfig::from_env(&env(pairs));
+        assert_eq!(parse(&[]).expect("defaults").device, DeviceChoice::Cpu);
+        for (value, want) in [
+            ("CUDA:1", DeviceChoice::Cuda(1)),
+            ("cuda", DeviceChoice::Cuda(0)),
+        ] {
+            let parsed = parse(&[("HARMONY_DEVICE", value), ("GPU_COUNT", "0")]);
+            if DeviceChoice::CUDA_BUILT {
+                assert_eq!(parsed.expect(value).device, want);
+            } else {
+                // Refused at startup rather than at the first model load.
+                let error = parsed.expect_err(value);
+                assert_eq!(error.variable, "HARMONY_DEVICE");
+                assert!(error.reason.contains("`cuda` feature"), "{}", error.reason);
+            }
+        }
+        assert_eq!(
+            parse(&[("HARMONY_DEVICE", "cpu"), ("GPU_COUNT", "8")])
+                .expect("cpu")
+                .device,
+            DeviceChoice::Cpu
+        );
+        // A GPU pool uses its first GPU, when this build can.
+        let on_a_gpu_pool = parse(&[("GPU_COUNT", "1")]).expect("gpu pool").device;
+        if DeviceChoice::CUDA_BUILT {
+            assert_eq!(on_a_gpu_pool, DeviceChoice::Cuda(0));
+        } else {
+            assert_eq!(on_a_gpu_pool, DeviceChoice::Cpu);
+        }
+        for bad in ["gpu", "cuda:x", "cuda:-1"] {
+            let error = parse(&[("HARMONY_DEVICE", bad)]).expect_err("invalid");
+            assert_eq!(error.variable, "HARMONY_DEVICE", "{bad}");
+        }
     }
 
     #[test]

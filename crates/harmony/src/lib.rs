@@ -80,7 +80,7 @@ use adaptive_engine::SchedulerStats;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use adaptive_engine_models::QuantizedMatmul;
+pub use adaptive_engine_models::{DeviceChoice, QuantizedMatmul};
 pub use config::{
     CapacityReservation, ConfigError, EngineSettings, HarmonyConfig, ModelRegistrySettings,
     ReplicaIdentity, Secret,
@@ -126,8 +126,17 @@ impl Harmony {
             }
             None => None,
         };
+        if config.identity.gpu_count > 0 && config.device == DeviceChoice::Cpu {
+            tracing::warn!(
+                gpu_count = config.identity.gpu_count,
+                cuda_built = DeviceChoice::CUDA_BUILT,
+                "models run on the CPU although this replica has GPUs (HARMONY_DEVICE=cpu, or a build without the `cuda` feature)"
+            );
+        }
+        tracing::info!(device = %config.device, cpu_matmul = ?config.cpu_matmul, "model device");
         let loader = DefaultModelLoader {
             model_cache,
+            device: config.device,
             cpu_matmul: config.cpu_matmul,
         };
         Self::bind_with_loader(config, Arc::new(loader)).await

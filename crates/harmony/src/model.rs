@@ -96,6 +96,8 @@ pub trait ModelLoader: Send + Sync + 'static {
 pub struct DefaultModelLoader {
     /// `model_registry://` paths are refused when None (no `ADAPTIVE_MODEL_REGISTRY`).
     pub model_cache: Option<Arc<ModelCache>>,
+    /// Where models run (`HARMONY_DEVICE`).
+    pub device: adaptive_engine_models::DeviceChoice,
     /// How GGUF matrices run on CPU (`HARMONY_CPU_MATMUL`).
     pub cpu_matmul: adaptive_engine_models::QuantizedMatmul,
 }
@@ -110,7 +112,7 @@ impl ModelLoader for DefaultModelLoader {
         } else {
             PathBuf::from(&request.path)
         };
-        crate::candle_models::load(&path, request, self.cpu_matmul)
+        crate::candle_models::load(&path, request, self.device, self.cpu_matmul)
     }
 }
 

@@ -33,6 +33,10 @@ pub struct Args {
     /// Benchmarks to skip, comma-separated: prompt, decode, ttft, prefix.
     #[arg(long, value_delimiter = ',')]
     pub skip: Vec<String>,
+    /// Where the model runs: cpu, cuda or cuda:N (as `HARMONY_DEVICE`; CUDA needs a build
+    /// with the `cuda` feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     /// How GGUF matrices run on CPU: auto, int8, quantized or f32 (as `HARMONY_CPU_MATMUL`).
     #[arg(long, default_value = "auto")]
     pub cpu_matmul: String,
@@ -44,6 +48,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .cpu_matmul
         .parse()
         .map_err(|reason: String| UsageError(format!("--cpu-matmul: {reason}")))?;
+    let device = args
+        .device
+        .parse()
+        .map_err(|reason: String| UsageError(format!("--device: {reason}")))?;
     let options = BenchOptions {
         model: args.model,
         concurrency: args.concurrency,
@@ -54,6 +62,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         max_batched_tokens: args.max_batched_tokens,
         kv_cache_tokens: args.kv_cache_tokens,
         skip: args.skip,
+        device,
         cpu_matmul,
     };
     let rows = run_bench(options).await.map_err(|error| match error {

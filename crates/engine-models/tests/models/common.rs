@@ -39,13 +39,12 @@ pub fn smollm_path() -> Option<PathBuf> {
 /// feature). The CPU suite runs the generic path on the CPU; a GPU session reruns the same tests
 /// on the GPU, against the same CPU references and tolerances.
 pub fn test_device() -> DeviceChoice {
-    match std::env::var("ENGINE_TEST_DEVICE").as_deref() {
-        Err(_) | Ok("") | Ok("cpu") => DeviceChoice::Cpu,
-        Ok("cuda") => DeviceChoice::Cuda(0),
-        Ok(other) => match other.strip_prefix("cuda:").map(str::parse) {
-            Some(Ok(ordinal)) => DeviceChoice::Cuda(ordinal),
-            _ => panic!("ENGINE_TEST_DEVICE={other:?}: expected cpu, cuda or cuda:N"),
-        },
+    match std::env::var("ENGINE_TEST_DEVICE") {
+        Err(_) => DeviceChoice::Cpu,
+        Ok(value) if value.trim().is_empty() => DeviceChoice::Cpu,
+        Ok(value) => value
+            .parse()
+            .unwrap_or_else(|reason| panic!("ENGINE_TEST_DEVICE: {reason}")),
     }
 }
 
