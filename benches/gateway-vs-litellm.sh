@@ -51,46 +51,10 @@ RELAY_URL=$SERVER_URL
 log "fake harmony at $FAKE_URL, gateway at $GATEWAY_URL, tcp relay at $RELAY_URL"
 
 TARGETS=(--target "direct=$FAKE_URL/v1" --target "tcp-relay=$RELAY_URL/v1")
-if [ "${SKIP_NGINX:-0}" != 1 ] && command -v nginx >/dev/null; then
-  NGINX_PORT=$(free_port)
-  mkdir -p "$OUT_DIR/nginx"
-  # Two workers (one per core, as the gateway's tokio runtime), keep-alive to the fake, no
-  # access log and no response buffering (SSE events are relayed as they arrive).
-  cat >"$OUT_DIR/nginx/nginx.conf" <<CONF
-daemon off;
-worker_processes 2;
-pid $OUT_DIR/nginx/nginx.pid;
-error_log $OUT_DIR/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  upstream fake { server ${FAKE_URL#http://}; keepalive 64; }
-  server {
-    listen 127.0.0.1:$NGINX_PORT;
-    location / {
-      proxy_pass http://fake;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_buffering off;
-    }
-  }
-}
-CONF
-  # In the foreground (daemon off), so that cleanup stops it with the other servers.
-  nginx -c "$OUT_DIR/nginx/nginx.conf" 2>"$OUT_DIR/nginx/start.err" &
-  PIDS+=($!)
-  for _ in $(seq 1 50); do
-    curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT/" && break
-    sleep 0.1
-  done
-  if curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT/"; then
-    log "nginx $(nginx -v 2>&1 | sed 's/.*nginx\///') at http://127.0.0.1:$NGINX_PORT"
-    TARGETS+=(--target "nginx=http://127.0.0.1:$NGINX_PORT/v1")
-  else
-    log "nginx did not start: $(cat "$OUT_DIR/nginx/start.err")"
-  fi
-else
-  log "nginx not measured (SKIP_NGINX=1, or not installed: apt-get install nginx-light)"
+if [ "${SKIP_NGINX:-0}" != 1 ] && start_nginx "$FAKE_URL"; then
+  TARGETS+=(--target "nginx=$NGINX_URL/v1")
+elif [ "${SKIP_NGINX:-0}" = 1 ]; then
+  log "nginx not measured (SKIP_NGINX=1)"
 fi
 TARGETS+=(--target "gateway=$GATEWAY_URL/v1")
 LITELLM_NOTE=""
