@@ -107,6 +107,15 @@ pub enum UploadError {
         session_id: String,
         missing: Vec<i64>,
     },
+    /// Its parts are being made into a dataset, which needs them until it is READY or FAILED.
+    #[error(
+        "upload session '{session_id}' is being processed into dataset '{dataset_id}'; its parts \
+         are removed when that ends (delete the dataset to stop it)"
+    )]
+    InUse {
+        session_id: String,
+        dataset_id: String,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -131,7 +140,9 @@ impl UploadError {
         match self {
             UploadError::SessionNotFound(_) => ErrorCode::NotFound,
             UploadError::Invalid(_) => ErrorCode::InvalidRequest,
-            UploadError::Completed(_) | UploadError::Incomplete { .. } => ErrorCode::Conflict,
+            UploadError::Completed(_)
+            | UploadError::Incomplete { .. }
+            | UploadError::InUse { .. } => ErrorCode::Conflict,
             UploadError::Store(error) => error.error_code(),
             UploadError::Storage(error) => error.error_code(),
             UploadError::Objects { .. } | UploadError::PartWrite { .. } => ErrorCode::Unavailable,
@@ -354,9 +365,22 @@ impl Uploads {
         Ok(UploadProgress { session, parts })
     }
 
-    /// Removes the caller's session and its parts.
+    /// Removes the caller's session and its parts; refused while a dataset still pending or
+    /// processing reads them.
     pub async fn abort(&self, owner: &str, session_id: &str) -> Result<(), UploadError> {
         let session = self.owned_session(owner, session_id).await?;
+        // adaptive-sdk aborts its session on any error after `createDatasetFromMultipartUpload`
+        // was acknowledged (a failed status poll, say); the dataset must not lose its file.
+        if let Some(dataset_id) = self
+            .store
+            .dataset_reading_upload_session(&session.id)
+            .await?
+        {
+            return Err(UploadError::InUse {
+                session_id: session.id,
+                dataset_id,
+            });
+        }
         let objects_deleted = self.remove(&session.id).await?;
         tracing::info!(session_id = %session.id, objects_deleted, "upload session aborted");
         Ok(())

@@ -278,7 +278,8 @@ fn upload_paths(error: &Value) -> Value {
                 "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {"session_id": {"type": "string"}}}}}},
                 "responses": {
                     "204": {"description": "removed"},
-                    "404": {"description": "unknown session, or another user's", "content": {"application/json": {"schema": error}}}
+                    "404": {"description": "unknown session, or another user's", "content": {"application/json": {"schema": error}}},
+                    "409": {"description": "a dataset still pending or processing reads its parts (delete the dataset to stop it)", "content": {"application/json": {"schema": error}}}
                 }
             }}
     })

@@ -6,7 +6,8 @@
 //! - `POST /upload/part?session_id&part_number` with the raw part as the body
 //! - `POST /upload/status` (`session_id` in the JSON body or the query) ->
 //!   `{completed_parts, total_parts_count, ...}`
-//! - `DELETE /upload/abort` (`session_id` likewise) -> 204
+//! - `DELETE /upload/abort` (`session_id` likewise) -> 204; 409 while a dataset still pending
+//!   or processing reads the parts
 //!
 //! Every route needs `dataset:create` somewhere (the SDK uploads datasets this way); the step
 //! that turns the parts into a dataset or a model checks its own permission. The rules and the

@@ -170,6 +170,22 @@ impl MetadataStore {
         Ok(())
     }
 
+    /// The dataset still pending or processing that reads `session_id`'s parts, if any: its
+    /// processing may be resumed from them, so they must stay.
+    pub async fn dataset_reading_upload_session(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id FROM datasets WHERE upload_session_id = $1 \
+             AND status IN ('PENDING', 'PROCESSING') ORDER BY id LIMIT 1",
+        )
+        .bind(session_id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(|row| text(row, "id")).transpose()
+    }
+
     /// Ids of the sessions with no activity since `cutoff_ms` (completed ones included: their
     /// import has had that long to read the parts), except those a dataset still pending or
     /// processing reads: its processing may be resumed from them after any delay, and they go

@@ -266,6 +266,21 @@ impl Client {
         self.create_from_upload(key, &session_id).await
     }
 
+    /// Aborts an upload session as the SDK does (DELETE with a JSON body): status and body.
+    async fn abort_upload(&self, session_id: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .delete(self.url("/api/v1/upload/abort"))
+            .bearer_auth(&self.api_key)
+            .header("content-type", "application/json")
+            .body(json!({"session_id": session_id}).to_string())
+            .send()
+            .await
+            .expect("abort");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     /// The first steps of the chunked path: init and every part; returns the session id.
     async fn upload_parts(&self, file: &[u8], part_bytes: usize) -> String {
         let parts: Vec<&[u8]> = file.chunks(part_bytes).collect();

@@ -1,7 +1,8 @@
 //! Processing survives its replica: a dataset left mid-processing by a crash, or by a replica
 //! that stopped, is processed again by the next control plane started on the same database
 //! and storage, to READY with the whole file; two replicas racing for it process it once; one
-//! whose file is gone ends FAILED.
+//! whose file is gone ends FAILED. An abort of the upload (which adaptive-sdk sends on any
+//! error after the dataset was acknowledged) does not take the parts from under it.
 
 use adaptive_control_plane::config::{Config, Secrets};
 use adaptive_control_plane::datasets::ResumeReport;
@@ -235,6 +236,47 @@ async fn processing_cut_by_a_stop_resumes_after_a_restart(backend: Backend) {
     let restarted = Replica::start(store, &storage).await;
     let client = restarted.client(&api_key);
     assert_resumed(&client, &storage, &dataset_id, &file).await;
+    restarted.stop().await;
+}
+
+/// adaptive-sdk aborts its upload session on any error once `createDatasetFromMultipartUpload`
+/// has answered (a failed status poll, say): the abort is refused with 409 while the dataset is
+/// pending or processing, and the dataset still ends READY with the whole file.
+#[tokio::test]
+async fn sqlite_an_abort_does_not_take_the_parts_of_a_processing_dataset() {
+    an_abort_does_not_take_the_parts_of_a_processing_dataset(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_an_abort_does_not_take_the_parts_of_a_processing_dataset() {
+    an_abort_does_not_take_the_parts_of_a_processing_dataset(Backend::Postgres).await;
+}
+
+async fn an_abort_does_not_take_the_parts_of_a_processing_dataset(backend: Backend) {
+    let storage = TestStorage::start(Storage::Local).await.expect("local");
+    let (database, first) = first_replica(backend, &storage).await;
+    let api_key = first.api_key.clone();
+    let admin = Client::admin(&first);
+    let file = resume_file();
+    let session_id = admin.upload_parts(&file, RESUME_PART_BYTES).await;
+    // Left processing by a replica that died: the running one sweeps only at start and every
+    // 30 s, so the dataset stays PROCESSING while the abort comes in.
+    let store = database.store().await;
+    let dataset_id = leave_crash_state(&store, &storage, "aborted", Some(&session_id)).await;
+    let (status, body) = admin.abort_upload(&session_id).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "conflict", "{body}");
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(message.contains(&dataset_id), "{message}");
+    assert!(storage.objects_under(".uploads").await > 0, "parts kept");
+    first.stop().await;
+
+    let restarted = Replica::start(store, &storage).await;
+    let client = restarted.client(&api_key);
+    assert_resumed(&client, &storage, &dataset_id, &file).await;
+    // Once the dataset has ended, its session is gone with its parts.
+    let (status, body) = client.abort_upload(&session_id).await;
+    assert_eq!(status, 404, "{body}");
     restarted.stop().await;
 }
 
