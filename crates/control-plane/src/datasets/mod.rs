@@ -40,7 +40,8 @@
 //!   datasets nobody holds ([`Datasets::resume_unclaimed`]; a conditional update, so one
 //!   replica wins each) and copies the parts again from the first: the object is rewritten
 //!   whole, so a copy cut short leaves nothing behind. The parts stay stored until the dataset
-//!   is READY or FAILED (the upload sweeper skips them meanwhile).
+//!   is READY or FAILED: the upload sweeper skips them meanwhile, and an abort of the session
+//!   is refused (409; adaptive-sdk sends one on any error after the dataset was acknowledged).
 //! - A resumed dataset is failed only when its file cannot be had again: the parts are gone, or
 //!   a direct upload (`createDataset`) was cut (its file lived in the request), or the content
 //!   is bad, or its processing died with its replica more than
