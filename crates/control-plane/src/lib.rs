@@ -196,7 +196,8 @@ impl ControlPlane {
             &config.shared_directory_location(),
             &config.shared_directory_env(store_env),
         );
-        let datasets = datasets::Datasets::new(store.clone(), dataset_storage, uploads.clone());
+        let datasets = datasets::Datasets::new(store.clone(), dataset_storage, uploads.clone())
+            .with_policy(datasets::DatasetPolicy::from(&config.datasets));
         let schema = graphql::build_schema(graphql::SchemaParts {
             store: store.clone(),
             registry: registry.clone(),

@@ -109,6 +109,9 @@ pub const KEYS: &[KeySpec] = &[
     key("harmony.shared_directory.path", Str, "", "shared directory as a local path"),
     key("harmony.shared_directory.endpoint", Str, "", "S3 endpoint for the shared directory"),
     key("harmony.shared_directory.force_path_style", Bool, "false", "path-style S3 addressing"),
+    key("datasets.claim_ttl_seconds", Integer, "60", "lease of a replica's claim on a dataset it processes (renewed every quarter of it); a replica that dies leaves the dataset to another after this long"),
+    key("datasets.sweep_interval_seconds", Integer, "30", "how often every replica takes over the datasets nobody processes"),
+    key("datasets.max_expired_claims", Integer, "5", "how many times a dataset's processing may die with its replica before the dataset is failed"),
     key("model_registry", Str, "", "model registry URL (`s3://bucket/model_registry`) or path; default a directory in app.data_dir"),
 ];
 

@@ -35,6 +35,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub app: AppConfig,
     pub harmony: HarmonyConfig,
+    pub datasets: DatasetsConfig,
     /// Model registry URL or path; default `<data_dir>/model_registry`.
     pub model_registry: Option<String>,
 }
@@ -101,6 +102,19 @@ pub struct HarmonyConfig {
     pub heartbeat_interval_ms: u64,
     pub replica_ttl_ms: u64,
     pub shared_directory: SharedDirectoryConfig,
+}
+
+/// How the processing of uploaded datasets is shared between replicas and resumed
+/// ([`crate::datasets`], "Failure and races").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatasetsConfig {
+    /// The lease of a replica's claim on a dataset it processes, renewed every quarter of it.
+    pub claim_ttl_seconds: u64,
+    /// How often every replica looks for datasets nobody processes.
+    pub sweep_interval_seconds: u64,
+    /// How many times a dataset's processing may die with its replica before it is failed.
+    pub max_expired_claims: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -188,6 +202,16 @@ impl Default for HarmonyConfig {
             heartbeat_interval_ms: 5000,
             replica_ttl_ms: 15_000,
             shared_directory: SharedDirectoryConfig::default(),
+        }
+    }
+}
+
+impl Default for DatasetsConfig {
+    fn default() -> Self {
+        Self {
+            claim_ttl_seconds: 60,
+            sweep_interval_seconds: 30,
+            max_expired_claims: 5,
         }
     }
 }
@@ -383,6 +407,24 @@ impl Config {
                 origin: "config".to_owned(),
                 expected: "a number greater than 0".to_owned(),
             });
+        }
+        for (key, seconds) in [
+            (
+                "datasets.claim_ttl_seconds",
+                self.datasets.claim_ttl_seconds,
+            ),
+            (
+                "datasets.sweep_interval_seconds",
+                self.datasets.sweep_interval_seconds,
+            ),
+        ] {
+            if seconds == 0 {
+                return Err(ConfigError::InvalidValue {
+                    key: key.to_owned(),
+                    origin: "config".to_owned(),
+                    expected: "a number of seconds greater than 0".to_owned(),
+                });
+            }
         }
         if self.harmony.heartbeat_interval_ms == 0
             || self.harmony.replica_ttl_ms <= self.harmony.heartbeat_interval_ms

@@ -303,3 +303,29 @@ fn the_shared_directory_is_a_url_a_path_or_the_data_dir() {
         );
     }
 }
+
+#[test]
+fn dataset_processing_timings_are_read_checked_and_become_the_policy() {
+    let loaded = load_env(&[
+        ("ADAPTIVE_DATASETS__CLAIM_TTL_SECONDS", "120"),
+        ("ADAPTIVE_DATASETS__SWEEP_INTERVAL_SECONDS", "10"),
+        ("ADAPTIVE_DATASETS__MAX_EXPIRED_CLAIMS", "2"),
+    ])
+    .expect("loads");
+    let policy = crate::datasets::DatasetPolicy::from(&loaded.config.datasets);
+    assert_eq!(policy.claim_ttl, std::time::Duration::from_secs(120));
+    assert_eq!(policy.sweep_interval, std::time::Duration::from_secs(10));
+    assert_eq!(policy.max_expired_claims, 2);
+    assert_eq!(
+        crate::datasets::DatasetPolicy::default(),
+        crate::datasets::DatasetPolicy::from(&DatasetsConfig::default())
+    );
+    for key in ["CLAIM_TTL_SECONDS", "SWEEP_INTERVAL_SECONDS"] {
+        let error =
+            load_env(&[(&format!("ADAPTIVE_DATASETS__{key}"), "0")]).expect_err("zero is refused");
+        assert!(
+            error.to_string().contains(&key.to_lowercase()),
+            "{key}: {error}"
+        );
+    }
+}

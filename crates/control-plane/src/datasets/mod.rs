@@ -86,20 +86,14 @@ const DATASETS_PREFIX: &str = ".datasets";
 /// How much of an uploaded file is read at a time.
 const READ_CHUNK_BYTES: usize = 1 << 20;
 
-/// How long a replica's claim on a dataset it processes lasts unless renewed.
-pub const DEFAULT_CLAIM_TTL: Duration = Duration::from_secs(60);
-/// How often each replica looks for datasets nobody processes.
-pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a row without a lease (written before leases existed) may go without progress
 /// before it counts as abandoned.
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(15 * 60);
-/// How many times a dataset's processing may die with its replica before the dataset is failed.
-pub const DEFAULT_MAX_EXPIRED_CLAIMS: i64 = 5;
-
 /// What the upload source of a new dataset is when the client does not say.
 pub const SOURCE_UPLOADED: &str = "UPLOADED";
 
-/// How processing is shared between replicas and resumed (see the module docs).
+/// How processing is shared between replicas and resumed (see the module docs); from the
+/// `datasets.*` configuration keys ([`crate::config::DatasetsConfig`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DatasetPolicy {
     /// The lease of a claim; renewed every quarter of it while the replica works.
@@ -111,11 +105,17 @@ pub struct DatasetPolicy {
 
 impl Default for DatasetPolicy {
     fn default() -> Self {
+        Self::from(&crate::config::DatasetsConfig::default())
+    }
+}
+
+impl From<&crate::config::DatasetsConfig> for DatasetPolicy {
+    fn from(config: &crate::config::DatasetsConfig) -> Self {
         Self {
-            claim_ttl: DEFAULT_CLAIM_TTL,
-            sweep_interval: DEFAULT_SWEEP_INTERVAL,
+            claim_ttl: Duration::from_secs(config.claim_ttl_seconds),
+            sweep_interval: Duration::from_secs(config.sweep_interval_seconds),
             stall_timeout: DEFAULT_STALL_TIMEOUT,
-            max_expired_claims: DEFAULT_MAX_EXPIRED_CLAIMS,
+            max_expired_claims: i64::from(config.max_expired_claims),
         }
     }
 }
