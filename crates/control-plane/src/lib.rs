@@ -55,6 +55,7 @@ pub mod graphql;
 pub mod http;
 pub mod inference_adapters;
 pub mod model_storage;
+mod periodic;
 pub mod registry;
 pub mod store;
 pub mod time_buckets;

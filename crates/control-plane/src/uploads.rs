@@ -481,13 +481,7 @@ impl Uploads {
     pub fn spawn_sweeper(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
         let uploads = self.clone();
         tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(uploads.limits.sweep_interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    _ = ticks.tick() => {}
-                }
+            crate::periodic::every(uploads.limits.sweep_interval, &shutdown, || async {
                 let idle_ttl_ms =
                     i64::try_from(uploads.limits.idle_ttl.as_millis()).unwrap_or(i64::MAX);
                 let cutoff_ms = chrono::Utc::now()
@@ -496,7 +490,8 @@ impl Uploads {
                 if let Err(error) = uploads.remove_idle_since(cutoff_ms).await {
                     tracing::warn!(%error, "cannot look for abandoned upload sessions");
                 }
-            }
+            })
+            .await;
         })
     }
 

@@ -52,13 +52,7 @@ impl Datasets {
     pub fn spawn_sweeper(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
         let datasets = self.clone();
         tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(datasets.policy.sweep_interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    _ = ticks.tick() => {}
-                }
+            crate::periodic::every(datasets.policy.sweep_interval, &shutdown, || async {
                 match datasets.resume_unclaimed().await {
                     Ok(report) if report != ResumeReport::default() => {
                         tracing::info!(
@@ -71,7 +65,8 @@ impl Datasets {
                     Ok(_) => {}
                     Err(error) => tracing::warn!(%error, "cannot look for unclaimed datasets"),
                 }
-            }
+            })
+            .await;
             datasets.stop().await;
         })
     }
