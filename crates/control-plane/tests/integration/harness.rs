@@ -150,28 +150,8 @@ impl TestServer {
         model_registry: Option<(String, StoreEnv)>,
     ) -> Self {
         let directory = tempfile::tempdir().expect("tempdir");
-        let mut config = Config::for_test(directory.path());
-        config.harmony.heartbeat_interval_ms = 1000;
-        config.harmony.replica_ttl_ms = 60_000;
-        let store_env = match model_registry {
-            Some((url, env)) => {
-                // The shared directory (datasets) on the same server, beside the registry.
-                config.harmony.shared_directory.url = Some(url.clone());
-                config.model_registry = Some(url);
-                env
-            }
-            None => StoreEnv::default(),
-        };
-        let registry: SharedRegistry = std::sync::Arc::new(InProcessRegistry::new());
-        let control_plane = ControlPlane::from_parts_with_store_env(
-            config,
-            Secrets::default(),
-            store,
-            registry,
-            &store_env,
-        )
-        .expect("control plane")
-        .with_upload_limits(limits);
+        let control_plane =
+            test_control_plane(directory.path(), store, model_registry).with_upload_limits(limits);
         let admin = control_plane
             .bootstrap_admin()
             .await
@@ -329,4 +309,30 @@ impl Drop for TcpProxy {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A control plane over `store` with `app.data_dir` at `data_dir`, its model registry (home of
+/// uploads) and shared directory (datasets) at `model_registry` reached with its env (an S3
+/// server of `adaptive_registry::test_util`); `None`: `<data_dir>/model_registry` and
+/// `<data_dir>/shared`. Not started, its admin not bootstrapped.
+pub fn test_control_plane(
+    data_dir: &std::path::Path,
+    store: MetadataStore,
+    model_registry: Option<(String, StoreEnv)>,
+) -> ControlPlane {
+    let mut config = Config::for_test(data_dir);
+    config.harmony.heartbeat_interval_ms = 1000;
+    config.harmony.replica_ttl_ms = 60_000;
+    let store_env = match model_registry {
+        Some((url, env)) => {
+            // The shared directory (datasets) on the same server, beside the registry.
+            config.harmony.shared_directory.url = Some(url.clone());
+            config.model_registry = Some(url);
+            env
+        }
+        None => StoreEnv::default(),
+    };
+    let registry: SharedRegistry = std::sync::Arc::new(InProcessRegistry::new());
+    ControlPlane::from_parts_with_store_env(config, Secrets::default(), store, registry, &store_env)
+        .expect("control plane")
 }

@@ -4,14 +4,13 @@
 //! whose file is gone ends FAILED. An abort of the upload (which adaptive-sdk sends on any
 //! error after the dataset was acknowledged) does not take the parts from under it.
 
-use adaptive_control_plane::config::{Config, Secrets};
 use adaptive_control_plane::datasets::ResumeReport;
-use adaptive_control_plane::registry::{InProcessRegistry, SharedRegistry};
 use adaptive_control_plane::store::MetadataStore;
 use adaptive_control_plane::uploads::Uploads;
-use adaptive_control_plane::{ControlPlane, RunningControlPlane};
+use adaptive_control_plane::RunningControlPlane;
 
 use super::*;
+use crate::harness::test_control_plane;
 
 /// The chunked file the resume tests upload: scored, a few hundred kilobytes in 64 KiB parts.
 fn resume_file() -> Vec<u8> {
@@ -30,19 +29,9 @@ struct Replica {
 impl Replica {
     async fn start(store: MetadataStore, storage: &TestStorage) -> Self {
         let directory = tempfile::tempdir().expect("tempdir");
-        let mut config = Config::for_test(directory.path());
-        let (url, store_env) = storage.model_registry().expect("a registry url");
-        config.harmony.shared_directory.url = Some(url.clone());
-        config.model_registry = Some(url);
-        let registry: SharedRegistry = std::sync::Arc::new(InProcessRegistry::new());
-        let control_plane = ControlPlane::from_parts_with_store_env(
-            config,
-            Secrets::default(),
-            store,
-            registry,
-            &store_env,
-        )
-        .expect("control plane");
+        let registry = storage.model_registry();
+        assert!(registry.is_some(), "a registry url");
+        let control_plane = test_control_plane(directory.path(), store, registry);
         let admin = control_plane.bootstrap_admin().await.expect("bootstrap");
         assert!(admin.is_none(), "the admin exists already");
         let running = control_plane.start().await.expect("serve");
